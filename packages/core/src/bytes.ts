@@ -1,0 +1,103 @@
+/**
+ * Byte helpers that run the same on Node and in browsers. Base64url is strict (RFC 4648 §5,
+ * no padding, no whitespace): Node's Buffer silently skips bad characters, so the input is
+ * checked first and Buffer is only the fast path.
+ */
+import { base64urlnopad } from '@scure/base';
+import { KosError } from './errors.js';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+type NodeBufferLike = Uint8Array & { toString(encoding: string): string };
+type NodeBufferCtor = {
+  from(data: string, encoding: string): NodeBufferLike;
+  from(data: ArrayBufferLike, byteOffset: number, length: number): NodeBufferLike;
+};
+const NodeBuffer = (globalThis as { Buffer?: NodeBufferCtor }).Buffer;
+
+export function utf8(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** Decodes UTF-8, refusing invalid sequences. */
+export function fromUtf8(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+export function toBase64url(bytes: Uint8Array): string {
+  if (NodeBuffer) {
+    return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+  }
+  return base64urlnopad.encode(bytes);
+}
+
+/** Strict base64url (no padding) decode; throws ERR_ENVELOPE_MALFORMED-style errors via `what`. */
+export function fromBase64url(text: string, what = 'value'): Uint8Array {
+  if (typeof text !== 'string' || !BASE64URL.test(text) || text.length % 4 === 1 || !canonicalTail(text)) {
+    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+  }
+  if (NodeBuffer) {
+    const out = NodeBuffer.from(text, 'base64url');
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  }
+  try {
+    return base64urlnopad.decode(text);
+  } catch {
+    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+  }
+}
+
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** Only one encoding per byte string: the unused low bits of the last character must be zero. */
+function canonicalTail(text: string): boolean {
+  const rest = text.length % 4;
+  if (rest === 0) return true;
+  const last = ALPHABET.indexOf(text.charAt(text.length - 1));
+  return (last & (rest === 2 ? 0x0f : 0x03)) === 0;
+}
+
+/** Constant-time equality for equal-length inputs; different lengths return false at once. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= (a[i] as number) ^ (b[i] as number);
+  return diff === 0;
+}
+
+export function concatBytes(...parts: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** Overwrites a buffer with zeros (best effort: the runtime may hold other copies). */
+export function wipe(...buffers: readonly (Uint8Array | undefined)[]): void {
+  for (const buffer of buffers) buffer?.fill(0);
+}
+
+export function u32be(value: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value, false);
+  return out;
+}
+
+export function u16be(value: number): Uint8Array {
+  const out = new Uint8Array(2);
+  new DataView(out.buffer).setUint16(0, value, false);
+  return out;
+}
+
+/** A field prefixed with its 2-byte big-endian length, for unambiguous hashing. */
+export function lengthPrefixed(bytes: Uint8Array): Uint8Array {
+  if (bytes.length > 0xffff) throw new KosError('ERR_INVALID_ARGUMENT', 'field longer than 65535 bytes');
+  return concatBytes(u16be(bytes.length), bytes);
+}

@@ -1,0 +1,49 @@
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomFillSync } from 'node:crypto';
+import { KosError } from '../errors.js';
+import { nobleXChaChaOpen, nobleXChaChaSeal } from './noble-provider.js';
+import type { CryptoProvider } from './provider.js';
+
+const TAG_BYTES = 16;
+
+function toBytes(buffer: Buffer): Uint8Array {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+/**
+ * node:crypto (OpenSSL): the server hot path. AES-256-GCM is native; XChaCha20-Poly1305
+ * has no OpenSSL binding and goes through @noble/ciphers.
+ */
+export function createNodeCryptoProvider(): CryptoProvider {
+  return {
+    name: 'node',
+    aeadSeal(alg, key, nonce, plaintext, aad) {
+      if (alg === 'XC20P') return nobleXChaChaSeal(key, nonce, plaintext, aad);
+      const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
+      cipher.setAAD(aad);
+      const out = Buffer.allocUnsafe(plaintext.length + TAG_BYTES);
+      const written = cipher.update(plaintext).copy(out, 0);
+      const tail = cipher.final();
+      tail.copy(out, written);
+      cipher.getAuthTag().copy(out, written + tail.length);
+      return toBytes(out);
+    },
+    aeadOpen(alg, key, nonce, sealed, aad) {
+      if (alg === 'XC20P') return nobleXChaChaOpen(key, nonce, sealed, aad);
+      if (sealed.length < TAG_BYTES) throw new KosError('ERR_DECRYPTION_FAILED', '');
+      const body = sealed.subarray(0, sealed.length - TAG_BYTES);
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
+        decipher.setAAD(aad);
+        decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+        const head = decipher.update(body);
+        const tail = decipher.final();
+        return toBytes(tail.length === 0 ? head : Buffer.concat([head, tail]));
+      } catch {
+        throw new KosError('ERR_DECRYPTION_FAILED', '');
+      }
+    },
+    hmacSha256: (key, data) => toBytes(createHmac('sha256', key).update(data).digest()),
+    sha256: (data) => toBytes(createHash('sha256').update(data).digest()),
+    randomBytes: (length) => randomFillSync(new Uint8Array(length)),
+  };
+}

@@ -1,0 +1,178 @@
+import { concatBytes, fromBase64url, toBase64url } from '../bytes.js';
+import { AEAD_ALGORITHMS, isAeadAlgorithm } from '../crypto/algorithms.js';
+import { KosError } from '../errors.js';
+import { decodeHeader, ENVELOPE_VERSION, type EnvelopeHeader, encodeHeader, validateHeader } from './header.js';
+
+/** A parsed envelope: header plus ciphertext (the AEAD tag is its last 16 bytes). */
+export interface Envelope {
+  readonly header: EnvelopeHeader;
+  readonly ciphertext: Uint8Array;
+}
+
+/** The JSON form (docs/wire-format.md §3): what a route stores and returns. */
+export interface EnvelopeJson {
+  readonly kos: 1;
+  readonly alg: string;
+  readonly kid: string;
+  readonly ver: number;
+  readonly nonce: string;
+  readonly kc: string;
+  readonly did: string;
+  readonly ct: string;
+}
+
+export type EnvelopeForm = 'json' | 'compact' | 'binary';
+
+/** Prefix of the compact string form: `kos1.` + base64url(binary form). */
+export const COMPACT_PREFIX = 'kos1.';
+
+/** Default upper bound on ciphertext size (64 MiB plus tag). */
+export const DEFAULT_MAX_CIPHERTEXT_BYTES = 64 * 1024 * 1024 + 16;
+
+export interface DecodeOptions {
+  /** Refuse larger ciphertexts with ERR_ENVELOPE_TOO_LARGE. */
+  readonly maxCiphertextBytes?: number;
+}
+
+const JSON_KEYS = ['alg', 'ct', 'did', 'kc', 'kid', 'kos', 'nonce', 'ver'];
+
+function malformed(message: string): KosError {
+  return new KosError('ERR_ENVELOPE_MALFORMED', `envelope ${message}`);
+}
+
+function checkCiphertext(ciphertext: Uint8Array, header: EnvelopeHeader, maxBytes: number): void {
+  if (ciphertext.length > maxBytes) throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
+  if (ciphertext.length < AEAD_ALGORITHMS[header.alg].tagBytes) throw malformed('ciphertext is shorter than its tag');
+}
+
+/** Whether `value` looks like a JSON-form envelope (used to find envelopes inside bodies). */
+export function isEnvelopeJson(value: unknown): value is EnvelopeJson {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    (value as { kos?: unknown }).kos !== undefined &&
+    typeof (value as { ct?: unknown }).ct === 'string'
+  );
+}
+
+export function isCompactEnvelope(value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith(COMPACT_PREFIX);
+}
+
+export function encodeEnvelope(envelope: Envelope, form: 'json'): EnvelopeJson;
+export function encodeEnvelope(envelope: Envelope, form: 'compact'): string;
+export function encodeEnvelope(envelope: Envelope, form: 'binary'): Uint8Array;
+export function encodeEnvelope(envelope: Envelope, form: EnvelopeForm): EnvelopeJson | string | Uint8Array;
+export function encodeEnvelope(envelope: Envelope, form: EnvelopeForm): EnvelopeJson | string | Uint8Array {
+  const { header, ciphertext } = envelope;
+  switch (form) {
+    case 'json':
+      return {
+        kos: ENVELOPE_VERSION,
+        alg: header.alg,
+        kid: header.kid,
+        ver: header.ver,
+        nonce: toBase64url(header.nonce),
+        kc: toBase64url(header.kc),
+        did: header.did,
+        ct: toBase64url(ciphertext),
+      };
+    case 'binary':
+      return concatBytes(encodeHeader(header), ciphertext);
+    case 'compact':
+      return COMPACT_PREFIX + toBase64url(concatBytes(encodeHeader(header), ciphertext));
+    default:
+      throw new KosError('ERR_INVALID_ARGUMENT', 'envelope form must be json, compact or binary');
+  }
+}
+
+function decodeBinary(bytes: Uint8Array, maxBytes: number): Envelope {
+  const { header, headerLength } = decodeHeader(bytes);
+  const ciphertext = bytes.slice(headerLength);
+  checkCiphertext(ciphertext, header, maxBytes);
+  return { header, ciphertext };
+}
+
+function field(value: unknown, name: string): Uint8Array {
+  if (typeof value !== 'string') throw malformed(`field ${name} must be a base64url string`);
+  try {
+    return fromBase64url(value, name);
+  } catch {
+    throw malformed(`field ${name} is not valid base64url`);
+  }
+}
+
+function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope {
+  const keys = Object.keys(input).sort();
+  if (keys.length !== JSON_KEYS.length || keys.some((key, i) => key !== JSON_KEYS[i])) {
+    throw malformed(`must have exactly the fields ${JSON_KEYS.join(', ')}`);
+  }
+  if (input.kos !== ENVELOPE_VERSION) {
+    throw new KosError('ERR_ENVELOPE_UNSUPPORTED_VERSION', 'envelope format version is not supported');
+  }
+  if (!isAeadAlgorithm(input.alg)) throw new KosError('ERR_ALG_NOT_ALLOWED', 'envelope algorithm is not allowed');
+  if (typeof input.ct !== 'string') throw malformed('field ct must be a base64url string');
+  // Size check before decoding: base64url expands by 4/3.
+  if (input.ct.length > Math.ceil((maxBytes * 4) / 3)) {
+    throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
+  }
+  if (typeof input.kid !== 'string' || typeof input.did !== 'string' || typeof input.ver !== 'number') {
+    throw malformed('fields kid, did must be strings and ver a number');
+  }
+  const header: EnvelopeHeader = {
+    v: ENVELOPE_VERSION,
+    alg: input.alg,
+    kid: input.kid,
+    ver: input.ver,
+    nonce: field(input.nonce, 'nonce'),
+    kc: field(input.kc, 'kc'),
+    did: input.did,
+  };
+  validateHeader(header);
+  const ciphertext = field(input.ct, 'ct');
+  checkCiphertext(ciphertext, header, maxBytes);
+  return { header, ciphertext };
+}
+
+/**
+ * Parses an envelope in any form: a JSON-form object, a JSON string of it, a compact string
+ * (`kos1.…`) or binary bytes. Throws typed errors (ERR_ENVELOPE_MALFORMED,
+ * ERR_ENVELOPE_UNSUPPORTED_VERSION, ERR_ALG_NOT_ALLOWED, ERR_ENVELOPE_TOO_LARGE), never
+ * anything else.
+ */
+export function decodeEnvelope(input: unknown, options: DecodeOptions = {}): Envelope {
+  const maxBytes = options.maxCiphertextBytes ?? DEFAULT_MAX_CIPHERTEXT_BYTES;
+  if (input instanceof Uint8Array) {
+    if (input.length > maxBytes + 1024) throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
+    return decodeBinary(input, maxBytes);
+  }
+  if (typeof input === 'string') {
+    if (input.length > Math.ceil(((maxBytes + 1024) * 4) / 3) + COMPACT_PREFIX.length) {
+      throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
+    }
+    if (input.startsWith(COMPACT_PREFIX)) {
+      let bytes: Uint8Array;
+      try {
+        bytes = fromBase64url(input.slice(COMPACT_PREFIX.length), 'compact envelope');
+      } catch {
+        throw malformed('compact form is not valid base64url');
+      }
+      return decodeBinary(bytes, maxBytes);
+    }
+    if (input.startsWith('{')) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(input);
+      } catch {
+        throw malformed('is not valid JSON');
+      }
+      return decodeEnvelope(parsed, options);
+    }
+    throw malformed('string is neither compact nor JSON form');
+  }
+  if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
+    return decodeJson(input as Record<string, unknown>, maxBytes);
+  }
+  throw malformed('must be an object, a string or bytes');
+}

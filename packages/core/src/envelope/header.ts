@@ -1,0 +1,136 @@
+import { fromUtf8, utf8 } from '../bytes.js';
+import { AEAD_ALGORITHMS, type AeadAlgorithm, algorithmFromId } from '../crypto/algorithms.js';
+import { KosError } from '../errors.js';
+import { ID_PATTERN } from '../stores/ids.js';
+
+/** Envelope format version written by this library. */
+export const ENVELOPE_VERSION = 1;
+/** "KOS" */
+export const ENVELOPE_MAGIC = Uint8Array.of(0x4b, 0x4f, 0x53);
+export const COMMITMENT_BYTES = 32;
+export const MAX_DATA_ID_BYTES = 512;
+export const MAX_KEY_VERSION = 0xffff_ffff;
+
+/**
+ * The envelope header. Its canonical binary encoding (see docs/wire-format.md §2) is the
+ * AEAD associated data, so every field, the data id included, is authenticated.
+ */
+export interface EnvelopeHeader {
+  readonly v: 1;
+  readonly alg: AeadAlgorithm;
+  readonly kid: string;
+  readonly ver: number;
+  readonly nonce: Uint8Array;
+  /** Key commitment: HMAC-SHA256(DEK, "KOS/v1/commit" || 0x00 || nonce). */
+  readonly kc: Uint8Array;
+  /** The id of the record this ciphertext belongs to. */
+  readonly did: string;
+}
+
+function malformed(message: string): KosError {
+  return new KosError('ERR_ENVELOPE_MALFORMED', `envelope ${message}`);
+}
+
+/** Checks every header field; throws ERR_ENVELOPE_MALFORMED / ERR_ALG_NOT_ALLOWED. */
+export function validateHeader(header: EnvelopeHeader): void {
+  if (header.v !== ENVELOPE_VERSION) {
+    throw new KosError('ERR_ENVELOPE_UNSUPPORTED_VERSION', 'envelope format version is not supported');
+  }
+  const spec = Object.hasOwn(AEAD_ALGORITHMS, header.alg) ? AEAD_ALGORITHMS[header.alg] : undefined;
+  if (!spec) throw new KosError('ERR_ALG_NOT_ALLOWED', 'envelope algorithm is not allowed');
+  if (typeof header.kid !== 'string' || !ID_PATTERN.test(header.kid)) throw malformed('key id is invalid');
+  if (!Number.isInteger(header.ver) || header.ver < 1 || header.ver > MAX_KEY_VERSION) {
+    throw malformed('key version is invalid');
+  }
+  if (!(header.nonce instanceof Uint8Array) || header.nonce.length !== spec.nonceBytes) {
+    throw malformed('nonce has the wrong length');
+  }
+  if (!(header.kc instanceof Uint8Array) || header.kc.length !== COMMITMENT_BYTES) {
+    throw malformed('key commitment has the wrong length');
+  }
+  if (typeof header.did !== 'string') throw malformed('data id is invalid');
+  const didLength = utf8(header.did).length;
+  if (didLength < 1 || didLength > MAX_DATA_ID_BYTES) throw malformed('data id is invalid');
+}
+
+/** The canonical header bytes: the AEAD associated data and the prefix of the binary form. */
+export function encodeHeader(header: EnvelopeHeader): Uint8Array {
+  const kid = utf8(header.kid);
+  const did = utf8(header.did);
+  const out = new Uint8Array(
+    3 + 1 + 1 + 1 + kid.length + 4 + 1 + header.nonce.length + 1 + header.kc.length + 2 + did.length,
+  );
+  const view = new DataView(out.buffer);
+  let at = 0;
+  out.set(ENVELOPE_MAGIC, at);
+  at += 3;
+  out[at++] = header.v;
+  out[at++] = AEAD_ALGORITHMS[header.alg].id;
+  out[at++] = kid.length;
+  out.set(kid, at);
+  at += kid.length;
+  view.setUint32(at, header.ver, false);
+  at += 4;
+  out[at++] = header.nonce.length;
+  out.set(header.nonce, at);
+  at += header.nonce.length;
+  out[at++] = header.kc.length;
+  out.set(header.kc, at);
+  at += header.kc.length;
+  view.setUint16(at, did.length, false);
+  at += 2;
+  out.set(did, at);
+  return out;
+}
+
+/** Splits a binary envelope into its header and the ciphertext (which includes the tag). */
+export function decodeHeader(bytes: Uint8Array): { header: EnvelopeHeader; headerLength: number } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const need = (count: number) => {
+    if (at + count > bytes.length) throw malformed('is truncated');
+  };
+  need(6);
+  if (bytes[0] !== 0x4b || bytes[1] !== 0x4f || bytes[2] !== 0x53) throw malformed('has no KOS magic');
+  at = 3;
+  if (bytes[at++] !== ENVELOPE_VERSION) {
+    throw new KosError('ERR_ENVELOPE_UNSUPPORTED_VERSION', 'envelope format version is not supported');
+  }
+  const alg = algorithmFromId(bytes[at++] as number);
+  const kidLength = bytes[at++] as number;
+  need(kidLength);
+  let kid: string;
+  let did: string;
+  try {
+    kid = fromUtf8(bytes.subarray(at, at + kidLength));
+  } catch {
+    throw malformed('key id is not UTF-8');
+  }
+  at += kidLength;
+  need(4);
+  const ver = view.getUint32(at, false);
+  at += 4;
+  need(1);
+  const nonceLength = bytes[at++] as number;
+  need(nonceLength);
+  const nonce = bytes.slice(at, at + nonceLength);
+  at += nonceLength;
+  need(1);
+  const kcLength = bytes[at++] as number;
+  need(kcLength);
+  const kc = bytes.slice(at, at + kcLength);
+  at += kcLength;
+  need(2);
+  const didLength = view.getUint16(at, false);
+  at += 2;
+  need(didLength);
+  try {
+    did = fromUtf8(bytes.subarray(at, at + didLength));
+  } catch {
+    throw malformed('data id is not UTF-8');
+  }
+  at += didLength;
+  const header: EnvelopeHeader = { v: ENVELOPE_VERSION, alg, kid, ver, nonce, kc, did };
+  validateHeader(header);
+  return { header, headerLength: at };
+}

@@ -1,0 +1,100 @@
+// @kos/core — public API (Node). Browser-safe parts are also available from `@kos/core/web`.
+export { concatBytes, equalBytes, fromBase64url, fromUtf8, toBase64url, utf8, wipe } from './bytes.js';
+export { aeadOpen, aeadSeal } from './crypto/aead.js';
+export {
+  AEAD_ALGORITHMS,
+  type AeadAlgorithm,
+  assertAllowedAlgorithm,
+  DEFAULT_ALGORITHM,
+  isAeadAlgorithm,
+} from './crypto/algorithms.js';
+export { createNobleCryptoProvider } from './crypto/noble-provider.js';
+export { createNodeCryptoProvider } from './crypto/node-provider.js';
+export type { CryptoProvider } from './crypto/provider.js';
+export { createWebCryptoProvider } from './crypto/web-provider.js';
+export {
+  COMPACT_PREFIX,
+  DEFAULT_MAX_CIPHERTEXT_BYTES,
+  type DecodeOptions,
+  decodeEnvelope,
+  type Envelope,
+  type EnvelopeForm,
+  type EnvelopeJson,
+  encodeEnvelope,
+  isCompactEnvelope,
+  isEnvelopeJson,
+} from './envelope/codec.js';
+export { keyCheckValue, keyCommitment } from './envelope/commitment.js';
+export {
+  COMMITMENT_BYTES,
+  decodeHeader,
+  ENVELOPE_VERSION,
+  type EnvelopeHeader,
+  encodeHeader,
+  MAX_DATA_ID_BYTES,
+} from './envelope/header.js';
+export { type OpenWithKeyInput, openWithKey, type SealWithKeyInput, sealWithKey } from './envelope/seal.js';
+export {
+  DECRYPTION_FAILED_MESSAGE,
+  ERROR_STATUS,
+  httpStatusFor,
+  isKosError,
+  KosError,
+  type KosErrorCode,
+  type KosErrorDetails,
+  toErrorBody,
+} from './errors.js';
+export { DekCache, type DekCacheOptions } from './keys/dek-cache.js';
+export {
+  KeyManager,
+  type KeyManagerEvent,
+  type KeyManagerOptions,
+  type OpenOptions,
+  type RotateOptions,
+  type SealOptions,
+} from './keys/key-manager.js';
+export type { KeyRecord, KeyVersionRecord, KeyVersionState } from './keys/key-record.js';
+export {
+  type RotationScheduler,
+  type RotationSchedulerOptions,
+  startRotationScheduler,
+} from './keys/rotation-scheduler.js';
+export { type ShareBinding, shareDigest } from './shares/digest.js';
+export { type GatherOptions, type GatherResult, GatherTimeoutError, gatherFirst } from './shares/gather.js';
+export { assertPlaceable, choosePlacement, type PlacementNode, placementCapacity } from './shares/placement.js';
+export {
+  type RebuildInput,
+  type RebuildOutput,
+  rebuildDek,
+  SHARE_BYTES,
+  type ShareCandidate,
+  type ShareFailure,
+  type ShareFailureReason,
+  ShareRejected,
+  verifyShare,
+} from './shares/rebuild.js';
+export { type SharePlacement, type ShareSetRecord, SYSTEM_OWNER } from './shares/share-set.js';
+export { assertThreshold, randomId, type SplitInput, type SplitOutput, splitDek } from './shares/split.js';
+export { assertId, ID_PATTERN, isValidId } from './stores/ids.js';
+export type { AccessRecord, MetadataStore, Revisioned, ShareSetFilter } from './stores/metadata-store.js';
+export type { ShareStore, StoreCallOptions, StoredShare } from './stores/share-store.js';
+export { type AccessControl, type AccessControlOptions, ANY_KEY, createAccessControl } from './trust/access-control.js';
+export {
+  bearerToken,
+  createCustomIdentity,
+  createJwtIdentity,
+  type Identity,
+  type IdentitySource,
+  type JwtIdentityOptions,
+  type RequestLike,
+} from './trust/identity.js';
+export { assertScore } from './trust/score.js';
+export {
+  createTierPolicy,
+  DEFAULT_SHARE_BANDS,
+  type ShareBand,
+  type Tier,
+  type TierDecision,
+  type TierPolicy,
+  type TierPolicyOptions,
+} from './trust/tier-policy.js';

@@ -1,0 +1,719 @@
+import { toBase64url, wipe } from '../bytes.js';
+import {
+  AEAD_ALGORITHMS,
+  type AeadAlgorithm,
+  assertAllowedAlgorithm,
+  DEFAULT_ALGORITHM,
+} from '../crypto/algorithms.js';
+import { createNodeCryptoProvider } from '../crypto/node-provider.js';
+import type { CryptoProvider } from '../crypto/provider.js';
+import { decodeEnvelope, type Envelope } from '../envelope/codec.js';
+import { keyCheckValue } from '../envelope/commitment.js';
+import { openWithKey, sealWithKey } from '../envelope/seal.js';
+import { isKosError, KosError } from '../errors.js';
+import { assertPlaceable } from '../shares/placement.js';
+import { rebuildDek, type ShareFailure } from '../shares/rebuild.js';
+import { type ShareSetRecord, SYSTEM_OWNER } from '../shares/share-set.js';
+import { assertThreshold, randomId, splitDek } from '../shares/split.js';
+import { assertId } from '../stores/ids.js';
+import type { MetadataStore, Revisioned } from '../stores/metadata-store.js';
+import type { ShareStore } from '../stores/share-store.js';
+import type { TierPolicy } from '../trust/tier-policy.js';
+import { DekCache, type DekCacheOptions } from './dek-cache.js';
+import type { KeyRecord, KeyVersionRecord } from './key-record.js';
+import { OpCounter } from './op-counter.js';
+
+/** Events for the audit trail. They name keys, versions and nodes, never key material. */
+export type KeyManagerEvent =
+  | { type: 'key.rotated'; kid: string; version: number; previousVersion?: number; reason: string }
+  | { type: 'key.versions-retired'; kid: string; minDecryptVersion: number }
+  | { type: 'key.version-destroyed'; kid: string; version: number }
+  | { type: 'shares.rejected'; kid: string; version: number; setId: string; failures: readonly ShareFailure[] }
+  | { type: 'client-set.provisioned'; kid: string; version: number; clientId: string; n: number; k: number }
+  | { type: 'client-set.deleted'; kid: string; version: number; clientId: string };
+
+export interface KeyManagerOptions {
+  readonly metadata: MetadataStore;
+  /** The KMS nodes, one share store each. */
+  readonly nodes: readonly ShareStore[];
+  /** The system share set of every version (default n = min(5, nodes), k = n/2 + 1). */
+  readonly systemShares?: { readonly n: number; readonly k: number };
+  /** When given, every medium share band must be placeable on `nodes` (checked now). */
+  readonly tierPolicy?: TierPolicy;
+  /** Algorithm for new versions (default A256GCM). */
+  readonly algorithm?: AeadAlgorithm;
+  /** Encryptions per version before it is rotated out (default 2^28; GCM limit is 2^32). */
+  readonly maxOpsPerVersion?: number;
+  /** Operations reserved per metadata round trip (default 1024). */
+  readonly opsReserveBlock?: number;
+  /** Scheduled rotation: a primary older than this is due (default: none). */
+  readonly rotationPeriodMs?: number;
+  /** How long a rotation lock lives if its holder dies (default 30 000). */
+  readonly lockTtlMs?: number;
+  /** How long `rotate` waits for another instance's rotation (default 10 000). */
+  readonly lockWaitMs?: number;
+  readonly dekCache?: DekCacheOptions;
+  /** How long a key record is reused before it is read again (default 1000). */
+  readonly keyRecordTtlMs?: number;
+  /** Per-node share fetch timeout (default 5000). */
+  readonly shareTimeoutMs?: number;
+  /** Ask one more node when a node has not answered after this long (default 250). */
+  readonly hedgeAfterMs?: number;
+  readonly maxCiphertextBytes?: number;
+  readonly crypto?: CryptoProvider;
+  readonly clock?: () => number;
+  readonly onEvent?: (event: KeyManagerEvent) => void;
+}
+
+export interface SealOptions {
+  /** The record the data belongs to; bound into the ciphertext. */
+  readonly dataId: string;
+}
+
+export interface OpenOptions {
+  /** When given, the envelope must belong to this record. */
+  readonly dataId?: string;
+}
+
+export interface RotateOptions {
+  readonly reason?: string;
+  /** Only rotate if this is still the primary version (used for wear-out and schedules). */
+  readonly ifPrimaryIs?: number;
+}
+
+const DEFAULT_MAX_OPS = 2 ** 28;
+
+function invalid(message: string): KosError {
+  return new KosError('ERR_INVALID_OPTIONS', `key manager: ${message}`);
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  const resolved = value ?? fallback;
+  if (!Number.isFinite(resolved) || resolved <= 0) throw invalid(`${name} must be a positive number`);
+  return resolved;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * The key registry and everything that touches a DEK: versions and rotation, sealing and
+ * opening envelopes, rebuilding DEKs from verified shares, and client share sets.
+ *
+ * @example
+ * const keys = new KeyManager({ metadata, nodes });
+ * await keys.createKey('orders');
+ * const envelope = await keys.seal('orders', utf8('{"total":42}'), { dataId: 'order-1' });
+ * const plaintext = await keys.open(envelope, { dataId: 'order-1' });
+ */
+export class KeyManager {
+  readonly #metadata: MetadataStore;
+  readonly #nodes: ReadonlyMap<string, ShareStore>;
+  readonly #system: { n: number; k: number };
+  readonly #algorithm: AeadAlgorithm;
+  readonly #maxOps: number;
+  readonly #rotationPeriodMs: number | undefined;
+  readonly #lockTtlMs: number;
+  readonly #lockWaitMs: number;
+  readonly #keyRecordTtlMs: number;
+  readonly #shareTimeoutMs: number;
+  readonly #hedgeAfterMs: number;
+  readonly #maxCiphertextBytes: number | undefined;
+  readonly #crypto: CryptoProvider;
+  readonly #clock: () => number;
+  readonly #onEvent: ((event: KeyManagerEvent) => void) | undefined;
+  readonly #cache: DekCache;
+  readonly #ops: OpCounter;
+  readonly #records = new Map<string, { value: Revisioned<KeyRecord>; readAt: number }>();
+  readonly #rebuilding = new Map<string, Promise<Uint8Array>>();
+
+  constructor(options: KeyManagerOptions) {
+    if (!options || typeof options !== 'object') throw invalid('options are required');
+    if (!options.metadata) throw invalid('metadata store is required');
+    if (!Array.isArray(options.nodes) || options.nodes.length < 2) {
+      throw new KosError('ERR_NOT_ENOUGH_NODES', 'key manager: at least 2 KMS nodes are required');
+    }
+    const nodes = new Map<string, ShareStore>();
+    for (const node of options.nodes) {
+      if (!node || typeof node.get !== 'function' || typeof node.put !== 'function') {
+        throw invalid('every node must be a ShareStore');
+      }
+      assertId(node.nodeId, 'node id');
+      if (nodes.has(node.nodeId)) throw invalid(`node id ${node.nodeId} is used twice`);
+      nodes.set(node.nodeId, node);
+    }
+    const n = options.systemShares?.n ?? Math.min(5, nodes.size);
+    const k = options.systemShares?.k ?? Math.floor(n / 2) + 1;
+    assertThreshold(n, k, 'key manager: systemShares');
+    assertPlaceable([...nodes.values()], n, k, 'the system share set');
+    if (options.tierPolicy) {
+      for (const band of options.tierPolicy.options.shareBands) {
+        assertPlaceable([...nodes.values()], band.n, band.k, `medium band from score ${band.minScore}`);
+      }
+    }
+    const algorithm = options.algorithm ?? DEFAULT_ALGORITHM;
+    assertAllowedAlgorithm(algorithm);
+    const maxOps = positive(options.maxOpsPerVersion, DEFAULT_MAX_OPS, 'maxOpsPerVersion');
+    if (!Number.isInteger(maxOps) || maxOps > 2 ** 32) throw invalid('maxOpsPerVersion must be an integer <= 2^32');
+    const block = positive(options.opsReserveBlock, 1024, 'opsReserveBlock');
+    this.#metadata = options.metadata;
+    this.#nodes = nodes;
+    this.#system = { n, k };
+    this.#algorithm = algorithm;
+    this.#maxOps = maxOps;
+    this.#rotationPeriodMs =
+      options.rotationPeriodMs === undefined ? undefined : positive(options.rotationPeriodMs, 0, 'rotationPeriodMs');
+    this.#lockTtlMs = positive(options.lockTtlMs, 30_000, 'lockTtlMs');
+    this.#lockWaitMs = positive(options.lockWaitMs, 10_000, 'lockWaitMs');
+    this.#keyRecordTtlMs = options.keyRecordTtlMs ?? 1000;
+    this.#shareTimeoutMs = positive(options.shareTimeoutMs, 5000, 'shareTimeoutMs');
+    this.#hedgeAfterMs = positive(options.hedgeAfterMs, 250, 'hedgeAfterMs');
+    this.#maxCiphertextBytes = options.maxCiphertextBytes;
+    this.#crypto = options.crypto ?? createNodeCryptoProvider();
+    this.#clock = options.clock ?? Date.now;
+    this.#onEvent = options.onEvent;
+    try {
+      this.#cache = new DekCache(options.dekCache);
+    } catch (error) {
+      throw invalid((error as Error).message);
+    }
+    this.#ops = new OpCounter(this.#metadata, maxOps, Math.floor(block));
+  }
+
+  /** The system set parameters in force. */
+  get systemShares(): { readonly n: number; readonly k: number } {
+    return { ...this.#system };
+  }
+
+  /** Node ids in configuration order. */
+  get nodeIds(): string[] {
+    return [...this.#nodes.keys()];
+  }
+
+  // ---------------------------------------------------------------- registry
+
+  /** Creates a key with its first version. Throws ERR_KEY_EXISTS if it exists. */
+  async createKey(kid: string, options: { algorithm?: AeadAlgorithm } = {}): Promise<KeyRecord> {
+    assertId(kid, 'key id');
+    const algorithm = options.algorithm ?? this.#algorithm;
+    assertAllowedAlgorithm(algorithm);
+    await this.#rotateLocked(kid, { reason: 'create', create: true, algorithm });
+    return this.getKey(kid);
+  }
+
+  /** The key record, read fresh from the metadata store. */
+  async getKey(kid: string): Promise<KeyRecord> {
+    return (await this.#loadKey(kid, true)).value;
+  }
+
+  listKeys(): Promise<string[]> {
+    return this.#metadata.listKeys();
+  }
+
+  /** Operations counted so far on a version. */
+  getOps(kid: string, version: number): Promise<number> {
+    return this.#metadata.getOps(kid, version);
+  }
+
+  /**
+   * Rotates to a fresh random DEK (never a re-split of an old one). Two-phase: the new
+   * version's share set is recorded and all its shares are stored before the version is
+   * committed with a compare-and-set; a crash before the commit leaves the old version in
+   * force and the rotation can be re-run. Concurrent rotations (also across KOS instances)
+   * are serialised by a lock in the metadata store; a caller that waited for another
+   * instance's rotation gets that rotation's version.
+   */
+  async rotate(kid: string, options: RotateOptions = {}): Promise<KeyVersionRecord> {
+    assertId(kid, 'key id');
+    return this.#rotateLocked(kid, { reason: options.reason ?? 'manual', ifPrimaryIs: options.ifPrimaryIs });
+  }
+
+  /** Whether a key's primary version is due for rotation (schedule or wear-out). */
+  async isDue(kid: string): Promise<boolean> {
+    const record = await this.getKey(kid);
+    const primary = this.#version(record, record.primaryVersion);
+    if (this.#rotationPeriodMs !== undefined && this.#clock() - primary.createdAt >= this.#rotationPeriodMs)
+      return true;
+    return (await this.#metadata.getOps(kid, primary.version)) >= this.#maxOps;
+  }
+
+  /**
+   * Rotates every key that is due; resolves the ids rotated. A key that fails does not stop
+   * the others: after the pass, ERR_ROTATION_FAILED lists the keys that failed.
+   */
+  async rotateDue(): Promise<string[]> {
+    const rotated: string[] = [];
+    const failed: Array<{ kid: string; code: string }> = [];
+    for (const kid of await this.listKeys()) {
+      try {
+        const record = await this.getKey(kid);
+        if (await this.isDue(kid)) {
+          await this.rotate(kid, { reason: 'scheduled', ifPrimaryIs: record.primaryVersion });
+          rotated.push(kid);
+        }
+      } catch (error) {
+        failed.push({ kid, code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
+      }
+    }
+    if (failed.length > 0) {
+      throw new KosError('ERR_ROTATION_FAILED', `${failed.length} due key(s) could not be rotated`, {
+        details: { failed, rotated },
+      });
+    }
+    return rotated;
+  }
+
+  /**
+   * Sets the minimum decryption version: versions below it are retired (refused with
+   * ERR_KEY_VERSION_RETIRED); retired versions at or above it decrypt again. The primary
+   * version can never be retired.
+   */
+  async setMinDecryptVersion(kid: string, minVersion: number): Promise<KeyRecord> {
+    assertId(kid, 'key id');
+    return this.#updateKey(kid, (record) => {
+      if (!Number.isInteger(minVersion) || minVersion < 1 || minVersion > record.primaryVersion) {
+        throw new KosError('ERR_INVALID_ARGUMENT', 'minimum decryption version must be between 1 and the primary');
+      }
+      const versions = record.versions.map((entry): KeyVersionRecord => {
+        if (entry.state === 'destroyed' || entry.state === 'active') return entry;
+        return { ...entry, state: entry.version < minVersion ? 'retired' : 'decrypt-only' };
+      });
+      return { ...record, minDecryptVersion: minVersion, versions };
+    }).then((record) => {
+      for (const entry of record.versions) if (entry.state === 'retired') this.#cache.delete(kid, entry.version);
+      this.#emit({ type: 'key.versions-retired', kid, minDecryptVersion: minVersion });
+      return record;
+    });
+  }
+
+  /** Destroys a retired version: marks it destroyed, then deletes every share of it. */
+  async destroyVersion(kid: string, version: number): Promise<KeyRecord> {
+    assertId(kid, 'key id');
+    const record = await this.#updateKey(kid, (current) => {
+      const entry = this.#version(current, version);
+      if (entry.state !== 'retired') {
+        throw new KosError('ERR_KEY_VERSION_STATE', 'only a retired version can be destroyed');
+      }
+      return {
+        ...current,
+        versions: current.versions.map(
+          (v): KeyVersionRecord => (v.version === version ? { ...v, state: 'destroyed' } : v),
+        ),
+      };
+    });
+    this.#cache.delete(kid, version);
+    for (const set of await this.#metadata.listShareSets({ kid, version })) await this.#discardSet(set);
+    this.#emit({ type: 'key.version-destroyed', kid, version });
+    return record;
+  }
+
+  // ---------------------------------------------------------------- data
+
+  /** Encrypts under the key's primary version (rotating first if it is worn out). */
+  async seal(kid: string, plaintext: Uint8Array, options: SealOptions): Promise<Envelope> {
+    assertId(kid, 'key id');
+    if (!(plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const record = (await this.#loadKey(kid, false)).value;
+      const primary = this.#version(record, record.primaryVersion);
+      if (!(await this.#ops.take(kid, primary.version))) {
+        await this.#rotateLocked(kid, { reason: 'wear-out', ifPrimaryIs: primary.version });
+        continue;
+      }
+      const dek = await this.#dek(kid, primary);
+      try {
+        return await sealWithKey({
+          crypto: this.#crypto,
+          key: dek,
+          kid,
+          version: primary.version,
+          alg: primary.alg,
+          dataId: options.dataId,
+          plaintext,
+        });
+      } finally {
+        wipe(dek);
+      }
+    }
+    throw new KosError('ERR_ROTATION_FAILED', 'the primary version stayed worn out after rotation');
+  }
+
+  /**
+   * Decrypts an envelope in any form. Refuses retired (ERR_KEY_VERSION_RETIRED) and
+   * destroyed (ERR_KEY_VERSION_DESTROYED) versions; every cryptographic failure is
+   * ERR_DECRYPTION_FAILED.
+   */
+  async open(input: unknown, options: OpenOptions = {}): Promise<Uint8Array> {
+    const envelope = this.decode(input);
+    const { kid, ver, alg } = envelope.header;
+    const version = await this.#decryptableVersion(kid, ver);
+    if (version.alg !== alg) throw new KosError('ERR_DECRYPTION_FAILED', '');
+    const dek = await this.#dek(kid, version);
+    try {
+      return await openWithKey({ crypto: this.#crypto, key: dek, envelope, dataId: options.dataId });
+    } finally {
+      wipe(dek);
+    }
+  }
+
+  /** Re-encrypts an envelope under the primary version of its key. */
+  async rewrap(input: unknown, options: OpenOptions = {}): Promise<Envelope> {
+    const envelope = this.decode(input);
+    const plaintext = await this.open(envelope, options);
+    try {
+      return await this.seal(envelope.header.kid, plaintext, { dataId: envelope.header.did });
+    } finally {
+      wipe(plaintext);
+    }
+  }
+
+  /** Parses an envelope with this manager's size limit. */
+  decode(input: unknown): Envelope {
+    return decodeEnvelope(
+      input,
+      this.#maxCiphertextBytes === undefined ? {} : { maxCiphertextBytes: this.#maxCiphertextBytes },
+    );
+  }
+
+  /**
+   * A copy of a version's DEK, rebuilt from verified shares (for high-tier delivery). The
+   * caller must wipe it when done.
+   */
+  async getDek(kid: string, version: number): Promise<Uint8Array> {
+    assertId(kid, 'key id');
+    return this.#dek(kid, await this.#decryptableVersion(kid, version));
+  }
+
+  /** Rebuilds the DEK from one share set (any owner) with full verification; for checks and tools. */
+  async rebuildFromSet(set: ShareSetRecord): Promise<Uint8Array> {
+    const version = await this.#decryptableVersion(set.kid, set.version);
+    return this.#rebuild(set, version.kcv);
+  }
+
+  // ---------------------------------------------------------------- client share sets
+
+  /**
+   * The client's own share set of a version, split again from the verified DEK with (n, k)
+   * from its score. An existing set with the same (n, k) is reused; a set with other
+   * parameters is replaced.
+   */
+  async provisionClientSet(
+    kid: string,
+    version: number,
+    clientId: string,
+    shares: { readonly n: number; readonly k: number },
+  ): Promise<ShareSetRecord> {
+    assertId(kid, 'key id');
+    assertId(clientId, 'client id');
+    if (clientId === SYSTEM_OWNER) throw new KosError('ERR_INVALID_ID', 'client id "system" is reserved');
+    assertThreshold(shares.n, shares.k, 'client share set');
+    assertPlaceable([...this.#nodes.values()], shares.n, shares.k, 'client share set');
+    const entry = await this.#decryptableVersion(kid, version);
+    const existing = await this.#metadata.listShareSets({ kid, version, owner: clientId });
+    const same = existing.find((set) => set.n === shares.n && set.k === shares.k);
+    if (same) return same;
+    const dek = await this.#dek(kid, entry);
+    let record: ShareSetRecord;
+    try {
+      record = await this.#storeNewSet(dek, kid, version, clientId, shares.n, shares.k);
+    } finally {
+      wipe(dek);
+    }
+    for (const old of existing) await this.#discardSet(old);
+    this.#emit({ type: 'client-set.provisioned', kid, version, clientId, n: shares.n, k: shares.k });
+    return record;
+  }
+
+  /** The client's share sets (all keys and versions, or filtered). */
+  listClientSets(clientId: string, filter: { kid?: string; version?: number } = {}): Promise<ShareSetRecord[]> {
+    assertId(clientId, 'client id');
+    return this.#metadata.listShareSets({ ...filter, owner: clientId });
+  }
+
+  /** Deletes a client's share sets (shares on every node, then the records); resolves how many. */
+  async deleteClientSets(clientId: string, filter: { kid?: string; version?: number } = {}): Promise<number> {
+    const sets = await this.listClientSets(clientId, filter);
+    for (const set of sets) {
+      await this.#discardSet(set);
+      this.#emit({ type: 'client-set.deleted', kid: set.kid, version: set.version, clientId });
+    }
+    return sets.length;
+  }
+
+  /** Drops cached DEKs (they are zeroed). */
+  clearCache(): void {
+    this.#cache.clear();
+    this.#records.clear();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #emit(event: KeyManagerEvent): void {
+    try {
+      this.#onEvent?.(event);
+    } catch {
+      // An audit hook failure must not change the key operation's outcome here; fail-closed
+      // auditing is the audit layer's decision.
+    }
+  }
+
+  #version(record: KeyRecord, version: number): KeyVersionRecord {
+    const entry = record.versions.find((v) => v.version === version);
+    if (!entry) throw new KosError('ERR_KEY_VERSION_NOT_FOUND', 'key version not found', { details: { version } });
+    return entry;
+  }
+
+  async #loadKey(kid: string, fresh: boolean): Promise<Revisioned<KeyRecord>> {
+    const cached = this.#records.get(kid);
+    if (!fresh && cached && this.#clock() - cached.readAt < this.#keyRecordTtlMs) return cached.value;
+    const value = await this.#metadata.getKey(kid);
+    if (!value) throw new KosError('ERR_KEY_NOT_FOUND', 'key not found', { details: { kid } });
+    this.#records.set(kid, { value, readAt: this.#clock() });
+    return value;
+  }
+
+  async #decryptableVersion(kid: string, version: number): Promise<KeyVersionRecord> {
+    let record = (await this.#loadKey(kid, false)).value;
+    if (!record.versions.some((v) => v.version === version)) record = (await this.#loadKey(kid, true)).value;
+    const entry = this.#version(record, version);
+    if (entry.state === 'destroyed') throw new KosError('ERR_KEY_VERSION_DESTROYED', 'key version was destroyed');
+    if (entry.state === 'retired' || version < record.minDecryptVersion) {
+      throw new KosError('ERR_KEY_VERSION_RETIRED', 'key version is retired');
+    }
+    return entry;
+  }
+
+  /** A copy of the DEK of a version (cache, else one rebuild shared by concurrent callers). */
+  async #dek(kid: string, version: KeyVersionRecord): Promise<Uint8Array> {
+    const cached = this.#cache.get(kid, version.version);
+    if (cached) return cached;
+    const key = DekCache.key(kid, version.version);
+    let pending = this.#rebuilding.get(key);
+    if (!pending) {
+      pending = (async () => {
+        const set = await this.#metadata.getShareSet(version.systemSetId);
+        if (!set) throw new KosError('ERR_STORE_CORRUPT', 'system share set record is missing', { details: { kid } });
+        const dek = await this.#rebuild(set, version.kcv);
+        this.#cache.set(kid, version.version, dek);
+        return dek;
+      })().finally(() => this.#rebuilding.delete(key));
+      this.#rebuilding.set(key, pending);
+    }
+    const dek = await pending;
+    return new Uint8Array(dek);
+  }
+
+  async #rebuild(set: ShareSetRecord, kcv: string): Promise<Uint8Array> {
+    try {
+      const result = await rebuildDek({
+        crypto: this.#crypto,
+        set,
+        kcv,
+        timeoutMs: this.#shareTimeoutMs,
+        hedgeAfterMs: this.#hedgeAfterMs,
+        fetch: async (placement, signal) => {
+          const node = this.#nodes.get(placement.nodeId);
+          if (!node) throw new KosError('ERR_STORE_IO', 'node is not configured');
+          return node.get(placement.shareId, { signal });
+        },
+      });
+      if (result.failures.length > 0) {
+        this.#emit({
+          type: 'shares.rejected',
+          kid: set.kid,
+          version: set.version,
+          setId: set.setId,
+          failures: result.failures,
+        });
+      }
+      return result.dek;
+    } catch (error) {
+      if (isKosError(error, 'ERR_SHARES_INSUFFICIENT')) {
+        const failures = (error.details?.failures ?? []) as ShareFailure[];
+        this.#emit({ type: 'shares.rejected', kid: set.kid, version: set.version, setId: set.setId, failures });
+      }
+      throw error;
+    }
+  }
+
+  /** Records the set, then stores every share; on failure removes what was written. */
+  async #storeNewSet(
+    dek: Uint8Array,
+    kid: string,
+    version: number,
+    owner: string,
+    n: number,
+    k: number,
+  ): Promise<ShareSetRecord> {
+    const { record, shares } = await splitDek({
+      crypto: this.#crypto,
+      dek,
+      kid,
+      version,
+      owner,
+      n,
+      k,
+      nodes: [...this.#nodes.values()],
+      now: this.#clock(),
+    });
+    // The record goes first so that a crash leaves a findable orphan, never an unknown share.
+    await this.#metadata.putShareSet(record);
+    const results = await Promise.allSettled(
+      shares.map(({ nodeId, share }) => (this.#nodes.get(nodeId) as ShareStore).put(share)),
+    );
+    for (const { share } of shares) wipe(share.value);
+    const failed = results.findIndex((result) => result.status === 'rejected');
+    if (failed !== -1) {
+      await this.#discardSet(record);
+      const reason = (results[failed] as PromiseRejectedResult).reason;
+      throw new KosError('ERR_STORE_IO', 'a KMS node did not store its share', {
+        details: { nodeId: shares[failed]?.nodeId ?? 'unknown', code: isKosError(reason) ? reason.code : 'unknown' },
+        cause: reason,
+      });
+    }
+    return record;
+  }
+
+  /** Deletes a set's shares (best effort on every node) and then its record. */
+  async #discardSet(set: ShareSetRecord): Promise<void> {
+    await Promise.allSettled(
+      set.placements.map((placement) => this.#nodes.get(placement.nodeId)?.delete(placement.shareId)),
+    );
+    await this.#metadata.deleteShareSet(set.setId);
+  }
+
+  async #updateKey(kid: string, change: (record: KeyRecord) => KeyRecord): Promise<KeyRecord> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const current = await this.#loadKey(kid, true);
+      const next = { ...change(current.value), updatedAt: this.#clock() };
+      try {
+        const revision = await this.#metadata.putKey(next, current.revision);
+        this.#records.set(kid, { value: { value: next, revision }, readAt: this.#clock() });
+        return next;
+      } catch (error) {
+        if (!isKosError(error, 'ERR_STORE_CONFLICT')) throw error;
+      }
+    }
+    throw new KosError('ERR_STORE_CONFLICT', 'key record kept changing; try again');
+  }
+
+  async #acquire(name: string, owner: string): Promise<void> {
+    const deadline = this.#clock() + this.#lockWaitMs;
+    for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+      if (await this.#metadata.acquireLock(name, owner, this.#lockTtlMs)) return;
+      if (this.#clock() >= deadline) {
+        throw new KosError('ERR_ROTATION_IN_PROGRESS', 'another rotation of this key is still running');
+      }
+      await sleep(delay);
+    }
+  }
+
+  async #rotateLocked(
+    kid: string,
+    options: { reason: string; create?: boolean; algorithm?: AeadAlgorithm; ifPrimaryIs?: number | undefined },
+  ): Promise<KeyVersionRecord> {
+    const before = await this.#metadata.getKey(kid);
+    if (options.create && before) throw new KosError('ERR_KEY_EXISTS', 'key already exists', { details: { kid } });
+    if (!options.create && !before) throw new KosError('ERR_KEY_NOT_FOUND', 'key not found', { details: { kid } });
+    const lock = `rotate.${kid}`;
+    const owner = randomId(this.#crypto, 'o');
+    await this.#acquire(lock, owner);
+    try {
+      const current = await this.#metadata.getKey(kid);
+      if (options.create && current) throw new KosError('ERR_KEY_EXISTS', 'key already exists', { details: { kid } });
+      if (!options.create && !current) throw new KosError('ERR_KEY_NOT_FOUND', 'key not found', { details: { kid } });
+      if (current) {
+        const primary = current.value.primaryVersion;
+        // Someone else rotated while we waited, or the version we meant to replace is gone.
+        const expected = options.ifPrimaryIs ?? before?.value.primaryVersion;
+        if (primary !== expected) return this.#version(current.value, primary);
+      }
+      await this.#collectOrphans(kid, current?.value);
+      const previous = current?.value;
+      const version = previous ? Math.max(...previous.versions.map((v) => v.version)) + 1 : 1;
+      const algorithm =
+        options.algorithm ?? (previous ? this.#version(previous, previous.primaryVersion).alg : this.#algorithm);
+      const dek = this.#crypto.randomBytes(AEAD_ALGORITHMS[algorithm].keyBytes);
+      try {
+        const kcv = toBase64url(await keyCheckValue(this.#crypto, dek, kid, version));
+        let set: ShareSetRecord;
+        try {
+          set = await this.#storeNewSet(dek, kid, version, SYSTEM_OWNER, this.#system.n, this.#system.k);
+        } catch (error) {
+          throw new KosError(
+            'ERR_ROTATION_FAILED',
+            'rotation failed before commit; the previous version is unchanged',
+            {
+              details: { kid, ...(isKosError(error) ? { code: error.code } : {}) },
+              cause: error,
+            },
+          );
+        }
+        const now = this.#clock();
+        const entry: KeyVersionRecord = {
+          version,
+          state: 'active',
+          alg: algorithm,
+          kcv,
+          systemSetId: set.setId,
+          createdAt: now,
+        };
+        const next: KeyRecord = {
+          kid,
+          primaryVersion: version,
+          minDecryptVersion: previous?.minDecryptVersion ?? 1,
+          versions: [
+            ...(previous?.versions ?? []).map(
+              (v): KeyVersionRecord => (v.state === 'active' ? { ...v, state: 'decrypt-only' } : v),
+            ),
+            entry,
+          ],
+          createdAt: previous?.createdAt ?? now,
+          updatedAt: now,
+        };
+        let revision: number;
+        try {
+          revision = await this.#metadata.putKey(next, current?.revision ?? null);
+        } catch (error) {
+          if (isKosError(error, 'ERR_STORE_CONFLICT')) {
+            // Our lock expired and another instance committed first: its version stands.
+            await this.#discardSet(set);
+            const winner = await this.#loadKey(kid, true);
+            return this.#version(winner.value, winner.value.primaryVersion);
+          }
+          throw new KosError('ERR_ROTATION_FAILED', 'rotation commit failed', { details: { kid }, cause: error });
+        }
+        this.#records.set(kid, { value: { value: next, revision }, readAt: now });
+        this.#cache.set(kid, version, dek);
+        this.#emit({
+          type: 'key.rotated',
+          kid,
+          version,
+          ...(previous ? { previousVersion: previous.primaryVersion } : {}),
+          reason: options.reason,
+        });
+        return entry;
+      } finally {
+        wipe(dek);
+      }
+    } finally {
+      await this.#metadata.releaseLock(lock, owner).catch(() => false);
+    }
+  }
+
+  /**
+   * Removes share sets of versions that were never committed (a rotation that crashed). Only
+   * sets older than the lock lifetime are touched, so a slow rotation that still holds a lock
+   * it thinks is valid keeps its shares.
+   */
+  async #collectOrphans(kid: string, record: KeyRecord | undefined): Promise<void> {
+    const systemSets = new Map(record?.versions.map((v) => [v.version, v.systemSetId]) ?? []);
+    const cutoff = this.#clock() - this.#lockTtlMs;
+    for (const set of await this.#metadata.listShareSets({ kid })) {
+      const orphan =
+        !systemSets.has(set.version) || (set.owner === SYSTEM_OWNER && systemSets.get(set.version) !== set.setId);
+      if (orphan && set.createdAt <= cutoff) await this.#discardSet(set);
+    }
+  }
+}

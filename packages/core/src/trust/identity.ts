@@ -1,0 +1,132 @@
+import { type JWTVerifyGetKey, errors as joseErrors, jwtVerify, type KeyInput } from 'jose';
+import { KosError } from '../errors.js';
+import { isValidId } from '../stores/ids.js';
+import { assertScore } from './score.js';
+
+/** Who is calling, from a verified source only (DESIGN invariant 11). */
+export interface Identity {
+  readonly clientId: string;
+  readonly score: number;
+  /** Optional client public key (JWK) for wrapping key material to it. */
+  readonly publicJwk?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** The parts of an HTTP request an identity source may look at. */
+export interface RequestLike {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+}
+
+/** Turns a request into an Identity or throws ERR_UNAUTHENTICATED / ERR_TOKEN_* / ERR_SCORE_INVALID. */
+export interface IdentitySource {
+  identify(request: RequestLike): Promise<Identity>;
+}
+
+export interface JwtIdentityOptions {
+  /** Verification key: public key, shared secret, JWK, or a key set from jose's createLocalJWKSet/createRemoteJWKSet. */
+  readonly key: KeyInput | JWTVerifyGetKey;
+  /** Accepted algorithms, e.g. `['EdDSA']`. Required; `none` is refused. */
+  readonly algorithms: readonly string[];
+  readonly issuer: string;
+  readonly audience: string | readonly string[];
+  /** Allowed clock skew (default 5). */
+  readonly clockToleranceSeconds?: number;
+  /** Refuse tokens older than this (`iat`), when set. */
+  readonly maxTokenAgeSeconds?: number;
+  /** Claim holding the score (default `trust_score`). */
+  readonly scoreClaim?: string;
+  /** Claim holding the client id (default `sub`). */
+  readonly clientIdClaim?: string;
+}
+
+function invalid(message: string): KosError {
+  return new KosError('ERR_INVALID_OPTIONS', `jwt identity: ${message}`);
+}
+
+/** The token of an `Authorization: Bearer …` header, or ERR_UNAUTHENTICATED. */
+export function bearerToken(request: RequestLike): string {
+  const header = request.headers.authorization ?? request.headers.Authorization;
+  const value = Array.isArray(header) ? undefined : (header as string | undefined);
+  const match = typeof value === 'string' ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(value.trim()) : null;
+  if (!match?.[1]) throw new KosError('ERR_UNAUTHENTICATED', 'a bearer token is required');
+  return match[1];
+}
+
+function checkIdentity(clientId: unknown, score: unknown, publicJwk?: unknown): Identity {
+  if (!isValidId(clientId)) throw new KosError('ERR_TOKEN_INVALID', 'client id is missing or invalid');
+  assertScore(score);
+  const jwk =
+    typeof publicJwk === 'object' && publicJwk !== null && !Array.isArray(publicJwk)
+      ? (publicJwk as Record<string, unknown>)
+      : undefined;
+  return Object.freeze({ clientId, score, publicJwk: jwk });
+}
+
+/**
+ * Identity from a signed JWT (jose), with explicit algorithms, issuer, audience and a
+ * required expiry (RFC 8725). A score anywhere else in the request is never read.
+ */
+export function createJwtIdentity(options: JwtIdentityOptions): IdentitySource {
+  if (!options || typeof options !== 'object') throw invalid('options are required');
+  if (options.key === undefined || options.key === null) throw invalid('key is required');
+  const algorithms = options.algorithms;
+  if (!Array.isArray(algorithms) || algorithms.length === 0 || algorithms.some((alg) => typeof alg !== 'string')) {
+    throw invalid('algorithms must be a non-empty list');
+  }
+  if (algorithms.some((alg) => alg.toLowerCase() === 'none')) throw invalid('algorithm none is never accepted');
+  if (typeof options.issuer !== 'string' || options.issuer.length === 0) throw invalid('issuer is required');
+  const audience = options.audience;
+  if (
+    !(typeof audience === 'string' && audience.length > 0) &&
+    !(Array.isArray(audience) && audience.length > 0 && audience.every((a) => typeof a === 'string' && a.length > 0))
+  ) {
+    throw invalid('audience is required');
+  }
+  const tolerance = options.clockToleranceSeconds ?? 5;
+  if (!Number.isFinite(tolerance) || tolerance < 0 || tolerance > 300) {
+    throw invalid('clockToleranceSeconds must be 0–300');
+  }
+  const maxAge = options.maxTokenAgeSeconds;
+  if (maxAge !== undefined && (!Number.isFinite(maxAge) || maxAge <= 0))
+    throw invalid('maxTokenAgeSeconds must be > 0');
+  const scoreClaim = options.scoreClaim ?? 'trust_score';
+  const clientIdClaim = options.clientIdClaim ?? 'sub';
+  const key = options.key;
+  const verifyOptions = {
+    algorithms: [...algorithms],
+    issuer: options.issuer,
+    audience: typeof audience === 'string' ? audience : [...audience],
+    clockTolerance: tolerance,
+    requiredClaims: ['exp', 'iat', clientIdClaim, scoreClaim],
+    ...(maxAge === undefined ? {} : { maxTokenAge: maxAge }),
+  };
+
+  return {
+    async identify(request) {
+      const token = bearerToken(request);
+      let payload: Record<string, unknown>;
+      try {
+        ({ payload } = await jwtVerify(token, key as KeyInput, verifyOptions));
+      } catch (error) {
+        if (error instanceof joseErrors.JWTExpired) throw new KosError('ERR_TOKEN_EXPIRED', 'token has expired');
+        throw new KosError('ERR_TOKEN_INVALID', 'token is not valid');
+      }
+      return checkIdentity(payload[clientIdClaim], payload[scoreClaim], payload.cnf_jwk);
+    },
+  };
+}
+
+/** Identity from an app-supplied async function (its result is validated the same way). */
+export function createCustomIdentity(
+  resolve: (request: RequestLike) => Promise<{ clientId: string; score: number } | undefined>,
+): IdentitySource {
+  if (typeof resolve !== 'function') throw new KosError('ERR_INVALID_OPTIONS', 'identity resolver must be a function');
+  return {
+    async identify(request) {
+      const result = await resolve(request);
+      if (!result) throw new KosError('ERR_UNAUTHENTICATED', 'caller is not identified');
+      return checkIdentity(result.clientId, result.score);
+    },
+  };
+}
