@@ -135,8 +135,18 @@ function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope 
   return { header, ciphertext };
 }
 
+function isParsedEnvelope(input: unknown): input is Envelope {
+  return (
+    typeof input === 'object' &&
+    input !== null &&
+    (input as Envelope).ciphertext instanceof Uint8Array &&
+    typeof (input as Envelope).header === 'object' &&
+    (input as Envelope).header !== null
+  );
+}
+
 /**
- * Parses an envelope in any form: a JSON-form object, a JSON string of it, a compact string
+ * Parses an envelope in any form (or re-checks an already parsed one): a JSON-form object, a JSON string of it, a compact string
  * (`kos1.…`) or binary bytes. Throws typed errors (ERR_ENVELOPE_MALFORMED,
  * ERR_ENVELOPE_UNSUPPORTED_VERSION, ERR_ALG_NOT_ALLOWED, ERR_ENVELOPE_TOO_LARGE), never
  * anything else.
@@ -170,6 +180,11 @@ export function decodeEnvelope(input: unknown, options: DecodeOptions = {}): Env
       return decodeEnvelope(parsed, options);
     }
     throw malformed('string is neither compact nor JSON form');
+  }
+  if (isParsedEnvelope(input)) {
+    validateHeader(input.header);
+    checkCiphertext(input.ciphertext, input.header, maxBytes);
+    return input;
   }
   if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
     return decodeJson(input as Record<string, unknown>, maxBytes);

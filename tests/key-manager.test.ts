@@ -1,0 +1,252 @@
+import {
+  createAccessControl,
+  isKosError,
+  KeyManager,
+  type KeyManagerEvent,
+  startRotationScheduler,
+  utf8,
+} from '@kos/core';
+import { createMemoryMetadataStore } from '@kos/kms-adapters';
+import { describe, expect, it } from 'vitest';
+import { expectKosError } from '../packages/core/test/helpers.js';
+import { memoryNodes } from './support/nodes.js';
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+function setup(options: Partial<ConstructorParameters<typeof KeyManager>[0]> = {}) {
+  const metadata = createMemoryMetadataStore();
+  const events: KeyManagerEvent[] = [];
+  const keys = new KeyManager({ metadata, nodes: memoryNodes(5), onEvent: (e) => events.push(e), ...options });
+  return { keys, metadata, events };
+}
+
+describe('the key registry', () => {
+  it('creates a key with version 1 active and primary, its shares on 5 distinct nodes', async () => {
+    const { keys, metadata } = setup();
+    const record = await keys.createKey('orders');
+    expect(record.primaryVersion).toBe(1);
+    expect(record.versions).toEqual([expect.objectContaining({ version: 1, state: 'active', alg: 'A256GCM' })]);
+    const [set] = await metadata.listShareSets({ kid: 'orders' });
+    expect(set).toMatchObject({ owner: 'system', n: 5, k: 3, version: 1 });
+    expect(new Set(set?.placements.map((p) => p.nodeId)).size).toBe(5);
+    await expectKosError(() => keys.createKey('orders'), 'ERR_KEY_EXISTS');
+  });
+
+  it('seals and opens in every form', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    const envelope = await keys.seal('orders', utf8('{"total":42}'), { dataId: 'order-1' });
+    expect(text(await keys.open(envelope, { dataId: 'order-1' }))).toBe('{"total":42}');
+    const { encodeEnvelope } = await import('@kos/core');
+    for (const form of ['json', 'compact', 'binary'] as const) {
+      expect(text(await keys.open(encodeEnvelope(envelope, form)))).toBe('{"total":42}');
+    }
+  });
+
+  it('rebuilds the DEK from shares after the cache is cleared', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    const envelope = await keys.seal('orders', utf8('x'), { dataId: 'd' });
+    keys.clearCache();
+    expect(text(await keys.open(envelope))).toBe('x');
+  });
+
+  it('refuses unknown keys and versions with their own codes', async () => {
+    const { keys } = setup();
+    await expectKosError(() => keys.seal('nope', utf8('x'), { dataId: 'd' }), 'ERR_KEY_NOT_FOUND');
+    await keys.createKey('orders');
+    const envelope = await keys.seal('orders', utf8('x'), { dataId: 'd' });
+    const { encodeEnvelope } = await import('@kos/core');
+    await expectKosError(() => keys.open({ ...encodeEnvelope(envelope, 'json'), ver: 9 }), 'ERR_KEY_VERSION_NOT_FOUND');
+  });
+});
+
+describe('rotation', () => {
+  it('makes a fresh DEK: old envelopes still open, new ones use the new version', async () => {
+    const { keys, events } = setup();
+    await keys.createKey('orders');
+    const old = await keys.seal('orders', utf8('v1 data'), { dataId: 'a' });
+    const dek1 = await keys.getDek('orders', 1);
+    const v2 = await keys.rotate('orders');
+    expect(v2).toMatchObject({ version: 2, state: 'active' });
+    const dek2 = await keys.getDek('orders', 2);
+    expect(Buffer.from(dek2).equals(Buffer.from(dek1))).toBe(false);
+    const fresh = await keys.seal('orders', utf8('v2 data'), { dataId: 'b' });
+    expect(fresh.header.ver).toBe(2);
+    expect(text(await keys.open(old))).toBe('v1 data');
+    expect((await keys.getKey('orders')).versions.map((v) => [v.version, v.state])).toEqual([
+      [1, 'decrypt-only'],
+      [2, 'active'],
+    ]);
+    expect(events).toContainEqual({
+      type: 'key.rotated',
+      kid: 'orders',
+      version: 2,
+      previousVersion: 1,
+      reason: 'manual',
+    });
+  });
+
+  it('refuses a retired version with its own code, and can bring it back', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    const old = await keys.seal('orders', utf8('old'), { dataId: 'a' });
+    await keys.rotate('orders');
+    await keys.setMinDecryptVersion('orders', 2);
+    await expectKosError(() => keys.open(old), 'ERR_KEY_VERSION_RETIRED');
+    await expectKosError(() => keys.getDek('orders', 1), 'ERR_KEY_VERSION_RETIRED');
+    await keys.setMinDecryptVersion('orders', 1);
+    expect(text(await keys.open(old))).toBe('old');
+  });
+
+  it('destroys only retired versions, deleting their shares for good', async () => {
+    const { keys, metadata } = setup();
+    await keys.createKey('orders');
+    const old = await keys.seal('orders', utf8('old'), { dataId: 'a' });
+    await keys.rotate('orders');
+    await expectKosError(() => keys.destroyVersion('orders', 1), 'ERR_KEY_VERSION_STATE');
+    await keys.setMinDecryptVersion('orders', 2);
+    await keys.destroyVersion('orders', 1);
+    expect(await metadata.listShareSets({ kid: 'orders', version: 1 })).toEqual([]);
+    await expectKosError(() => keys.open(old), 'ERR_KEY_VERSION_DESTROYED');
+    // Lowering the minimum again leaves a destroyed version destroyed.
+    await keys.setMinDecryptVersion('orders', 1);
+    await expectKosError(() => keys.open(old), 'ERR_KEY_VERSION_DESTROYED');
+  });
+
+  it('retires a version from encryption before nonce wear-out', async () => {
+    const { keys, events } = setup({ maxOpsPerVersion: 10, opsReserveBlock: 4 });
+    await keys.createKey('orders');
+    const versions: number[] = [];
+    for (let i = 0; i < 25; i++)
+      versions.push((await keys.seal('orders', utf8(`m${i}`), { dataId: `d${i}` })).header.ver);
+    // 10 ops per version at most, counted in blocks of 4: never more than 10 seals under one version.
+    for (const version of new Set(versions))
+      expect(versions.filter((v) => v === version).length).toBeLessThanOrEqual(10);
+    expect(Math.max(...versions)).toBeGreaterThanOrEqual(3);
+    expect(events.filter((e) => e.type === 'key.rotated' && e.reason === 'wear-out').length).toBeGreaterThanOrEqual(2);
+    expect(await keys.getOps('orders', 1)).toBeLessThanOrEqual(12);
+  });
+
+  it('rotates on schedule when the primary is older than the period', async () => {
+    let now = 1_000_000;
+    const { keys } = setup({ rotationPeriodMs: 60_000, clock: () => now });
+    await keys.createKey('orders');
+    await keys.createKey('invoices');
+    expect(await keys.rotateDue()).toEqual([]);
+    now += 60_000;
+    const scheduler = startRotationScheduler(keys, { intervalMs: 3_600_000 });
+    try {
+      expect((await scheduler.runOnce()).sort()).toEqual(['invoices', 'orders']);
+      expect((await keys.getKey('orders')).primaryVersion).toBe(2);
+      expect(await scheduler.runOnce()).toEqual([]);
+    } finally {
+      scheduler.stop();
+    }
+  });
+
+  it('rewraps an envelope to the primary version', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    const old = await keys.seal('orders', utf8('keep me'), { dataId: 'r-1' });
+    await keys.rotate('orders');
+    const rewrapped = await keys.rewrap(old, { dataId: 'r-1' });
+    expect(rewrapped.header).toMatchObject({ ver: 2, did: 'r-1' });
+    await keys.setMinDecryptVersion('orders', 2);
+    expect(text(await keys.open(rewrapped, { dataId: 'r-1' }))).toBe('keep me');
+  });
+
+  it('two managers racing to rotate the same key produce one new version', async () => {
+    const metadata = createMemoryMetadataStore();
+    const nodes = memoryNodes(5);
+    const a = new KeyManager({ metadata, nodes });
+    const b = new KeyManager({ metadata, nodes });
+    await a.createKey('orders');
+    const [ra, rb] = await Promise.all([a.rotate('orders'), b.rotate('orders')]);
+    expect(ra.version).toBe(2);
+    expect(rb.version).toBe(2);
+    expect((await a.getKey('orders')).versions).toHaveLength(2);
+    expect(await metadata.listShareSets({ kid: 'orders', owner: 'system' })).toHaveLength(2);
+  });
+});
+
+describe('startup validation', () => {
+  it.each([
+    ['fewer than 2 nodes', { nodes: memoryNodes(1) }, 'ERR_NOT_ENOUGH_NODES'],
+    ['a system set larger than the node count', { systemShares: { n: 6, k: 3 } }, 'ERR_NOT_ENOUGH_NODES'],
+    ['k above n', { systemShares: { n: 3, k: 4 } }, 'ERR_INVALID_OPTIONS'],
+    ['an unknown algorithm', { algorithm: 'DES' as never }, 'ERR_ALG_NOT_ALLOWED'],
+    ['a wear-out limit above 2^32', { maxOpsPerVersion: 2 ** 33 }, 'ERR_INVALID_OPTIONS'],
+  ] as const)('refuses %s', async (_what, change, code) => {
+    await expectKosError(() => setup(change as never), code);
+  });
+
+  it('refuses a tier policy whose medium band needs more nodes than exist', async () => {
+    const { createTierPolicy } = await import('@kos/core');
+    const tierPolicy = createTierPolicy({ shareBands: [{ minScore: 50, n: 7, k: 4 }] });
+    await expectKosError(() => setup({ tierPolicy }), 'ERR_NOT_ENOUGH_NODES');
+  });
+
+  it('refuses duplicate node ids', async () => {
+    const [one] = memoryNodes(1);
+    await expectKosError(() => setup({ nodes: [one!, one!] }), 'ERR_INVALID_OPTIONS');
+  });
+});
+
+describe('client share sets', () => {
+  it('splits the same DEK again for a client, owned by it, and any k of its n shares rebuild it', async () => {
+    const { keys, metadata } = setup();
+    await keys.createKey('orders');
+    const set = await keys.provisionClientSet('orders', 1, 'client-7', { n: 4, k: 3 });
+    expect(set).toMatchObject({ owner: 'client-7', n: 4, k: 3, version: 1 });
+    const system = (await metadata.listShareSets({ kid: 'orders', owner: 'system' }))[0];
+    expect(set.setId).not.toBe(system?.setId);
+    const dek = await keys.getDek('orders', 1);
+    expect(await keys.rebuildFromSet(set)).toEqual(dek);
+    // Same (n, k): reused. Other (n, k): replaced.
+    expect((await keys.provisionClientSet('orders', 1, 'client-7', { n: 4, k: 3 })).setId).toBe(set.setId);
+    const replaced = await keys.provisionClientSet('orders', 1, 'client-7', { n: 5, k: 2 });
+    expect(replaced.setId).not.toBe(set.setId);
+    expect(await keys.listClientSets('client-7')).toEqual([replaced]);
+  });
+
+  it('deletes a client sets and their shares on revocation', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    const set = await keys.provisionClientSet('orders', 1, 'client-7', { n: 3, k: 2 });
+    expect(await keys.deleteClientSets('client-7')).toBe(1);
+    expect(await keys.listClientSets('client-7')).toEqual([]);
+    await expectKosError(() => keys.rebuildFromSet(set), 'ERR_SHARES_INSUFFICIENT');
+  });
+
+  it('refuses the reserved owner name and bad ids', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    await expectKosError(() => keys.provisionClientSet('orders', 1, 'system', { n: 3, k: 2 }), 'ERR_INVALID_ID');
+    await expectKosError(() => keys.provisionClientSet('orders', 1, '../x', { n: 3, k: 2 }), 'ERR_INVALID_ID');
+  });
+});
+
+describe('access rights', () => {
+  it('default-deny: a client reads only keys it was granted; revoke wins', async () => {
+    const metadata = createMemoryMetadataStore();
+    const access = createAccessControl({ metadata });
+    expect(await access.isAllowed('client-7', 'orders')).toBe(false);
+    await access.grant('client-7', 'orders');
+    expect(await access.isAllowed('client-7', 'orders')).toBe(true);
+    expect(await access.isAllowed('client-7', 'invoices')).toBe(false);
+    await access.grant('client-8', '*');
+    expect(await access.isAllowed('client-8', 'invoices')).toBe(true);
+    await access.revoke('client-8', 'invoices');
+    await expectKosError(() => access.assertAllowed('client-8', 'invoices'), 'ERR_ACCESS_DENIED');
+  });
+
+  it('default-allow: everything except what was revoked', async () => {
+    const access = createAccessControl({ metadata: createMemoryMetadataStore(), defaultDeny: false });
+    expect(await access.isAllowed('client-7', 'orders')).toBe(true);
+    await access.revoke('client-7', 'orders');
+    expect(await access.isAllowed('client-7', 'orders')).toBe(false);
+    const error = await access.assertAllowed('client-7', 'orders').catch((e: unknown) => e);
+    expect(isKosError(error, 'ERR_ACCESS_DENIED')).toBe(true);
+  });
+});
