@@ -50,7 +50,10 @@ export function createDirLock(options: DirLockOptions): DirLock {
       } catch (error) {
         if (!hasCode(error, 'ELOCKED')) throw ioError('could not take the metadata store lock', '.lock', error);
         if (Date.now() >= deadlineMs) {
-          throw new KosError('ERR_STORE_IO', `timed out after ${options.waitMs} ms waiting for the metadata store lock`);
+          throw new KosError(
+            'ERR_STORE_IO',
+            `timed out after ${options.waitMs} ms waiting for the metadata store lock`,
+          );
         }
         await sleep(backoffMs / 2 + Math.random() * (backoffMs / 2));
         backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);

@@ -6,8 +6,8 @@ import {
   type AccessRecord,
   assertId,
   isValidId,
-  KosError,
   type KeyRecord,
+  KosError,
   type MetadataStore,
   type Revisioned,
   type ShareSetFilter,
@@ -348,6 +348,7 @@ function opsName(kid: string, version: number): string {
 
 /** SHA-256 hex of an arbitrary (scope, name) pair: a fixed-shape file name that is never a path. */
 function hashName(scope: string, name: string): string {
-  return createHash('sha256').update(JSON.stringify([scope, name]), 'utf8').digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify([scope, name]), 'utf8')
+    .digest('hex');
 }
-

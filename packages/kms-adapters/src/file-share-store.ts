@@ -1,10 +1,17 @@
 import { mkdirSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { assertId, KosError, type ShareStore, type StoreCallOptions, type StoredShare } from '@kos/core';
+import {
+  assertId,
+  fromBase64url,
+  KosError,
+  type ShareStore,
+  type StoreCallOptions,
+  type StoredShare,
+  toBase64url,
+} from '@kos/core';
 import { throwIfAborted } from './abort.js';
 import { fsyncDirectory, hasCode, ioError, removeStaleTempFilesSync, writeFileAtomic } from './atomic-file.js';
-import { decodeBase64urlStrict, encodeBase64url } from './base64url.js';
 import { corrupt, encodeWithIntegrity, readJsonWithIntegrity } from './integrity-json.js';
 import { assertStorableShare, shareFromStoredFields } from './share-validation.js';
 import { assertOptionsObject, checkDirOption, checkNodeOptions } from './store-options.js';
@@ -67,7 +74,7 @@ export function createFileShareStore(options: FileShareStoreOptions): ShareStore
         setId: share.setId,
         owner: share.owner,
         x: share.x,
-        value: encodeBase64url(share.value),
+        value: toBase64url(share.value),
       });
       await writeFileAtomic(pathOf(share.shareId), text, { mode: 0o600, ...(signal ? { signal } : {}) });
     },
@@ -80,8 +87,12 @@ export function createFileShareStore(options: FileShareStoreOptions): ShareStore
       if (body === undefined) return undefined;
       // A valid file copied or renamed under another id is not the share that was asked for.
       if (body.shareId !== shareId) throw corrupt(shareId, 'file holds another share id');
-      const value = decodeBase64urlStrict(body.value);
-      if (value === undefined) throw corrupt(shareId, 'value is not base64url');
+      let value: Uint8Array;
+      try {
+        value = fromBase64url(body.value as string, 'value');
+      } catch {
+        throw corrupt(shareId, 'value is not base64url');
+      }
       const checked = shareFromStoredFields(body, value);
       if ('problem' in checked) throw corrupt(shareId, checked.problem);
       return checked.share;

@@ -1,6 +1,6 @@
 import { assertId, type ShareStore, type StoreCallOptions, type StoredShare } from '@kos/core';
 import { throwIfAborted } from './abort.js';
-import { copyShare, assertStorableShare } from './share-validation.js';
+import { assertStorableShare, copyShare } from './share-validation.js';
 import { assertOptionsObject, checkNodeOptions } from './store-options.js';
 
 export interface MemoryShareStoreOptions {

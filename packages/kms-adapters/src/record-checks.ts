@@ -1,4 +1,11 @@
-import { type AccessRecord, assertId, KosError, type KeyRecord, type ShareSetFilter, type ShareSetRecord } from '@kos/core';
+import {
+  type AccessRecord,
+  assertId,
+  type KeyRecord,
+  KosError,
+  type ShareSetFilter,
+  type ShareSetRecord,
+} from '@kos/core';
 import { assertInteger, assertRecord } from './argument-checks.js';
 
 /**
@@ -10,7 +17,8 @@ import { assertInteger, assertRecord } from './argument-checks.js';
 export function assertKeyRecord(record: KeyRecord): void {
   assertRecord(record, 'key record');
   assertId(record.kid, 'kid');
-  if (!Array.isArray(record.versions)) throw new KosError('ERR_INVALID_ARGUMENT', 'key record versions must be an array');
+  if (!Array.isArray(record.versions))
+    throw new KosError('ERR_INVALID_ARGUMENT', 'key record versions must be an array');
 }
 
 /** `null` (must not exist yet) or the revision the caller read. */
