@@ -35,13 +35,22 @@ export function toBase64url(bytes: Uint8Array): string {
 
 /** Strict base64url (no padding) decode; throws ERR_ENVELOPE_MALFORMED-style errors via `what`. */
 export function fromBase64url(text: string, what = 'value'): Uint8Array {
-  if (typeof text !== 'string' || !BASE64URL.test(text) || text.length % 4 === 1 || !canonicalTail(text)) {
+  if (typeof text !== 'string' || text.length % 4 === 1 || !canonicalTail(text)) {
     throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
   }
   if (NodeBuffer) {
+    // Buffer skips characters outside the alphabet (so the output comes out short) and also
+    // reads the standard alphabet's '+' and '/': refuse both, without a per-character regex.
+    if (text.indexOf('+') !== -1 || text.indexOf('/') !== -1) {
+      throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+    }
     const out = NodeBuffer.from(text, 'base64url');
+    if (out.length !== Math.floor((text.length * 3) / 4)) {
+      throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+    }
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
+  if (!BASE64URL.test(text)) throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
   try {
     return base64urlnopad.decode(text);
   } catch {
@@ -56,7 +65,7 @@ function canonicalTail(text: string): boolean {
   const rest = text.length % 4;
   if (rest === 0) return true;
   const last = ALPHABET.indexOf(text.charAt(text.length - 1));
-  return (last & (rest === 2 ? 0x0f : 0x03)) === 0;
+  return last !== -1 && (last & (rest === 2 ? 0x0f : 0x03)) === 0;
 }
 
 /** Constant-time equality for equal-length inputs; different lengths return false at once. */

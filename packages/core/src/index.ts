@@ -13,6 +13,13 @@ export { createNodeCryptoProvider } from './crypto/node-provider.js';
 export type { CryptoProvider } from './crypto/provider.js';
 export { createWebCryptoProvider } from './crypto/web-provider.js';
 export {
+  createMediumReference,
+  type MediumKeyReference,
+  type MediumReferenceInput,
+  type NodeDirectory,
+  type ShareReference,
+} from './delivery/medium-reference.js';
+export {
   COMPACT_PREFIX,
   DEFAULT_MAX_CIPHERTEXT_BYTES,
   type DecodeOptions,
@@ -44,6 +51,37 @@ export {
   type KosErrorDetails,
   toErrorBody,
 } from './errors.js';
+export {
+  accessTokenHash,
+  createDpopProof,
+  DPOP_ALGORITHMS,
+  DPOP_MAX_AGE_SECONDS,
+  DPOP_TYP,
+  type DpopCheck,
+  type DpopProofInput,
+  dpopTargetUri,
+  jwkThumbprint,
+  verifyDpopProof,
+} from './grants/dpop.js';
+export {
+  createTokenIssuer,
+  type GrantRequest,
+  type IssuedToken,
+  type TokenIssuer,
+  type TokenIssuerOptions,
+} from './grants/token-issuer.js';
+export {
+  DEFAULT_TOKEN_ALG,
+  GRANT_TYP,
+  type GrantClaims,
+  MAX_GRANT_TTL_SECONDS,
+  MAX_SERVICE_TOKEN_TTL_SECONDS,
+  SERVICE_TOKEN_TYP,
+  type ServiceTokenClaims,
+  TOKEN_ALGORITHMS,
+  type TokenAlgorithm,
+} from './grants/token-types.js';
+export { createTokenVerifier, type TokenVerifier, type TokenVerifierOptions } from './grants/token-verifier.js';
 export { DekCache, type DekCacheOptions } from './keys/dek-cache.js';
 export {
   KeyManager,
@@ -59,10 +97,22 @@ export {
   type RotationSchedulerOptions,
   startRotationScheduler,
 } from './keys/rotation-scheduler.js';
+export {
+  decodeShareBody,
+  encodeShareBody,
+  HEALTH_PATH,
+  KMS_API_PREFIX,
+  MAX_SHARE_BODY_BYTES,
+  SERVICE_AUTH_SCHEME,
+  SHARES_PATH,
+  type ShareBody,
+  shareUrl,
+} from './kms-api/share-body.js';
 export { type ShareBinding, shareDigest } from './shares/digest.js';
 export { type GatherOptions, type GatherResult, GatherTimeoutError, gatherFirst } from './shares/gather.js';
 export { assertPlaceable, choosePlacement, type PlacementNode, placementCapacity } from './shares/placement.js';
 export {
+  classifyShareError,
   type RebuildInput,
   type RebuildOutput,
   rebuildDek,

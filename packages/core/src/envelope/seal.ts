@@ -38,11 +38,8 @@ export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
   const alg = input.alg ?? DEFAULT_ALGORITHM;
   assertAllowedAlgorithm(alg);
   if (!(input.plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
-  if (
-    typeof input.dataId !== 'string' ||
-    utf8(input.dataId).length < 1 ||
-    utf8(input.dataId).length > MAX_DATA_ID_BYTES
-  ) {
+  const dataIdBytes = typeof input.dataId === 'string' ? utf8(input.dataId).length : 0;
+  if (dataIdBytes < 1 || dataIdBytes > MAX_DATA_ID_BYTES) {
     throw new KosError('ERR_INVALID_ARGUMENT', `dataId must be a string of 1 to ${MAX_DATA_ID_BYTES} UTF-8 bytes`);
   }
   if (!(input.key instanceof Uint8Array) || input.key.length !== AEAD_ALGORITHMS[alg].keyBytes) {

@@ -385,6 +385,12 @@ export class KeyManager {
     return this.#dek(kid, await this.#decryptableVersion(kid, version));
   }
 
+  /** A version that may decrypt (cached record); ERR_KEY_VERSION_RETIRED / _DESTROYED / _NOT_FOUND otherwise. */
+  async getVersion(kid: string, version: number): Promise<KeyVersionRecord> {
+    assertId(kid, 'key id');
+    return this.#decryptableVersion(kid, version);
+  }
+
   /** Rebuilds the DEK from one share set (any owner) with full verification; for checks and tools. */
   async rebuildFromSet(set: ShareSetRecord): Promise<Uint8Array> {
     const version = await this.#decryptableVersion(set.kid, set.version);

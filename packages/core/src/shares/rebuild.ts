@@ -96,7 +96,8 @@ export interface RebuildOutput {
   readonly failures: readonly ShareFailure[];
 }
 
-function defaultClassify(error: unknown): { reason: ShareFailureReason; code?: string } {
+/** Why a share fetch failed, from the error it raised. */
+export function classifyShareError(error: unknown): { reason: ShareFailureReason; code?: string } {
   if (error instanceof ShareRejected) return { reason: error.reason };
   if (error instanceof GatherTimeoutError) return { reason: 'timeout' };
   if (error instanceof KosError) return { reason: 'unavailable', code: error.code };
@@ -111,7 +112,7 @@ function defaultClassify(error: unknown): { reason: ShareFailureReason; code?: s
  */
 export async function rebuildDek(input: RebuildInput): Promise<RebuildOutput> {
   const { crypto, set } = input;
-  const classify = input.classify ?? defaultClassify;
+  const classify = input.classify ?? classifyShareError;
   const result = await gatherFirst(
     set.placements,
     set.k,
