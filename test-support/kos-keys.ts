@@ -17,5 +17,11 @@ export async function createKosIdentity(dir: string, issuer = 'https://kos.test'
   const publicJwk = { ...(await exportJWK(publicKey)), kid: 'kos-test-1', alg: 'EdDSA', use: 'sig' };
   const jwksPath = join(dir, 'kos-public.jwks.json');
   writeFileSync(jwksPath, JSON.stringify({ keys: [publicJwk] }));
-  return { issuer, privateKey, publicJwk, jwksPath, tokens: createTokenIssuer({ issuer, privateKey, keyId: 'kos-test-1' }) };
+  return {
+    issuer,
+    privateKey,
+    publicJwk,
+    jwksPath,
+    tokens: createTokenIssuer({ issuer, privateKey, keyId: 'kos-test-1' }),
+  };
 }

@@ -1,11 +1,40 @@
 export { type WriteFileAtomicOptions, writeFileAtomic } from './atomic-file.js';
 export { createFileMetadataStore, type FileMetadataStoreOptions } from './file-metadata-store.js';
 export { createFileShareStore, type FileShareStoreOptions } from './file-share-store.js';
+export { createHttpShareStore, type HttpShareStore, type HttpShareStoreOptions } from './http-share-store.js';
 export {
   decodeWithIntegrity,
   encodeWithIntegrity,
   type ReadJsonWithIntegrityOptions,
   readJsonWithIntegrity,
 } from './integrity-json.js';
+export {
+  createKmsHandler,
+  type KmsHandlerOptions,
+  type KmsNodeEvent,
+  type KmsRequest,
+  type KmsResponse,
+} from './kms-node/kms-handler.js';
+export {
+  createKmsNodeServer,
+  type KmsNodeServer,
+  type KmsNodeServerOptions,
+  type KmsTlsOptions,
+} from './kms-node/kms-server.js';
 export { createMemoryMetadataStore } from './memory-metadata-store.js';
 export { createMemoryShareStore, type MemoryShareStoreOptions } from './memory-share-store.js';
+export type { RedisClient } from './redis/redis-client.js';
+export {
+  createRedisMetadataStore,
+  type RedisMetadataStore,
+  type RedisMetadataStoreOptions,
+} from './redis/redis-metadata-store.js';
+export {
+  PERSISTENCE_OFF_MESSAGE,
+  type RedisPersistenceState,
+  type RedisPersistenceStatus,
+  type RedisServerPersistence,
+  type RequirePersistence,
+  readRedisPersistence,
+} from './redis/redis-persistence.js';
+export { createRedisShareStore, type RedisShareStore, type RedisShareStoreOptions } from './redis/redis-share-store.js';

@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+// kos-kms: run a KMS node as a process. See docs/kms-api.md and `kos-kms --help`.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTokenVerifier, isKosError, type MetadataStore, type ShareStore } from '@kos/core';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { createLocalJWKSet, type JSONWebKeySet } from 'jose';
+import { createFileMetadataStore } from '../file-metadata-store.js';
+import { createFileShareStore } from '../file-share-store.js';
+import { createMemoryMetadataStore } from '../memory-metadata-store.js';
+import { createMemoryShareStore } from '../memory-share-store.js';
+import { createKmsNodeServer } from './kms-server.js';
+import { openRedisBackends } from './redis-backends.js';
+
+function port(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0 || parsed > 65535) throw new InvalidArgumentError('must be 0–65535');
+  return parsed;
+}
+
+const program = new Command()
+  .name('kos-kms')
+  .description('Run a KOS KMS node: the share API in front of a file, Redis or memory share store.')
+  .requiredOption('--node-id <id>', 'this node id (unique among the KOS nodes)')
+  .requiredOption('--issuer <iss>', 'the KOS issuer whose grants and service tokens this node accepts')
+  .requiredOption('--trusted-keys <file>', 'JWKS file with the KOS public key(s)')
+  .addOption(new Option('--store <kind>', 'share store').choices(['file', 'redis', 'memory']).default('file'))
+  .option('--dir <path>', 'data folder for the file store (shares and replay cache)')
+  .option('--redis-url <url>', 'Redis URL for the redis store (shares and replay cache)')
+  .option('--host <host>', 'address to bind', '127.0.0.1')
+  .option('--port <port>', 'port to listen on (0: any free port)', port, 0)
+  .option('--tls-cert <file>', 'PEM certificate (enables HTTPS)')
+  .option('--tls-key <file>', 'PEM private key for --tls-cert')
+  .option('--client-ca <file>', 'PEM CA: require client certificates signed by it (mutual TLS)')
+  .option('--public-url <url>', 'base URL clients use to reach this node (for DPoP checks)')
+  .option('--cors-origin <origin...>', 'browser origins allowed to fetch shares')
+  .showHelpAfterError();
+
+async function main(): Promise<void> {
+  const opts = program.parse().opts<{
+    nodeId: string;
+    issuer: string;
+    trustedKeys: string;
+    store: 'file' | 'redis' | 'memory';
+    dir?: string;
+    redisUrl?: string;
+    host: string;
+    port: number;
+    tlsCert?: string;
+    tlsKey?: string;
+    clientCa?: string;
+    publicUrl?: string;
+    corsOrigin?: string[];
+  }>();
+  const jwks = JSON.parse(readFileSync(opts.trustedKeys, 'utf8')) as JSONWebKeySet;
+  const verifier = createTokenVerifier({ nodeId: opts.nodeId, issuer: opts.issuer, keys: createLocalJWKSet(jwks) });
+  let store: ShareStore;
+  let replay: MetadataStore;
+  let closeBackends = async () => {};
+  if (opts.store === 'file') {
+    const dir = opts.dir ?? program.error('--dir is required with --store file');
+    store = createFileShareStore({ nodeId: opts.nodeId, dir: join(dir, 'shares') });
+    replay = createFileMetadataStore({ dir: join(dir, 'replay') });
+  } else if (opts.store === 'redis') {
+    const redisUrl = opts.redisUrl ?? program.error('--redis-url is required with --store redis');
+    const backends = await openRedisBackends(opts.nodeId, redisUrl);
+    ({ store, replay } = backends);
+    closeBackends = backends.close;
+  } else {
+    store = createMemoryShareStore({ nodeId: opts.nodeId });
+    replay = createMemoryMetadataStore();
+  }
+  if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) program.error('--tls-cert and --tls-key go together');
+  if (opts.clientCa && !opts.tlsCert) program.error('--client-ca needs --tls-cert and --tls-key');
+  const node = createKmsNodeServer({
+    nodeId: opts.nodeId,
+    store,
+    verifier,
+    replay,
+    ...(opts.publicUrl ? { publicUrl: opts.publicUrl } : {}),
+    ...(opts.corsOrigin ? { corsOrigins: opts.corsOrigin } : {}),
+    ...(opts.tlsCert && opts.tlsKey
+      ? {
+          tls: {
+            cert: readFileSync(opts.tlsCert),
+            key: readFileSync(opts.tlsKey),
+            ...(opts.clientCa ? { ca: readFileSync(opts.clientCa), requireClientCert: true } : {}),
+          },
+        }
+      : {}),
+    onError: (error) => console.error(JSON.stringify({ event: 'error', message: (error as Error)?.message })),
+  });
+  const url = await node.listen(opts.port, opts.host);
+  console.log(JSON.stringify({ event: 'listening', nodeId: opts.nodeId, url, store: opts.store }));
+  const stop = async () => {
+    await node.close();
+    await closeBackends();
+    process.exit(0);
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+main().catch((error: unknown) => {
+  const code = isKosError(error) ? error.code : 'ERR_INTERNAL';
+  console.error(JSON.stringify({ event: 'fatal', code, message: (error as Error)?.message ?? String(error) }));
+  process.exit(1);
+});
