@@ -23,39 +23,46 @@ return {1, ARGV[2]}
 `);
 
 /**
- * Share set write with its indexes. KEYS: record hash, all-sets index, new kid index, new
- * owner index, old kid index, old owner index. ARGV: setId, document, kid, owner, the kid and
- * owner the caller read (`''`: none). Returns 0 without writing when the record changed since
- * the caller read it (the caller reads again and retries), 1 when written.
+ * Share set write with its index sets, in one step: the record is always listed under its
+ * current kid and owner. KEYS: record hash, all-sets index, kid index, owner index. ARGV:
+ * setId, document, kid, owner. Returns the previous `{kid, owner}` (`''` each when new); when
+ * they differ from the new ones the caller takes the set out of those indexes with
+ * {@link UNINDEX_SHARE_SET_SCRIPT} (until then, listings filter the stale entry out). No
+ * read-then-retry, so writers racing on one set never starve.
  */
 export const PUT_SHARE_SET_SCRIPT: LuaScript = defineLuaScript(`
 local old = redis.call('HMGET', KEYS[1], 'kid', 'owner')
-if (old[1] or '') ~= ARGV[5] or (old[2] or '') ~= ARGV[6] then return 0 end
-if old[1] then
-  redis.call('SREM', KEYS[5], ARGV[1])
-  redis.call('SREM', KEYS[6], ARGV[1])
-end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'kid', ARGV[3], 'owner', ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
-return 1
+return {old[1] or '', old[2] or ''}
 `);
 
 /**
- * Share set deletion with its indexes. KEYS: record hash, all-sets index, kid index, owner
- * index. ARGV: setId, the kid and owner the caller read. Returns 1 when deleted, 0 when
- * absent, -1 when the record changed since the caller read it (read again and retry).
+ * Share set deletion with its index sets. KEYS: record hash, all-sets index, index of the kid
+ * the caller read, same for the owner. ARGV: setId, that kid, that owner. Returns
+ * `{1, kid, owner}` of the deleted record (the caller unindexes it from a kid or owner it did
+ * not expect), or `{0, '', ''}` when there was none.
  */
 export const DELETE_SHARE_SET_SCRIPT: LuaScript = defineLuaScript(`
 local old = redis.call('HMGET', KEYS[1], 'kid', 'owner')
-if not old[1] then return 0 end
-if old[1] ~= ARGV[2] or old[2] ~= ARGV[3] then return -1 end
+if not old[1] then return {0, '', ''} end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-return 1
+if old[1] == ARGV[2] then redis.call('SREM', KEYS[3], ARGV[1]) end
+if old[2] == ARGV[3] then redis.call('SREM', KEYS[4], ARGV[1]) end
+return {1, old[1], old[2] or ''}
+`);
+
+/**
+ * Removes a set from one kid or owner index unless the set's current record is under it (a
+ * writer may have put it back meanwhile). KEYS: record hash, index. ARGV: field (`kid` or
+ * `owner`), the index's value, setId. Returns 1 when removed.
+ */
+export const UNINDEX_SHARE_SET_SCRIPT: LuaScript = defineLuaScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 0 end
+return redis.call('SREM', KEYS[2], ARGV[3])
 `);
 
 /** A string record and its index entry. KEYS: record, index. ARGV: document, member. */

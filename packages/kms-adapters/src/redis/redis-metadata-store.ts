@@ -31,13 +31,12 @@ import {
   PUT_KEY_SCRIPT,
   PUT_SHARE_SET_SCRIPT,
   RELEASE_LOCK_SCRIPT,
+  UNINDEX_SHARE_SET_SCRIPT,
 } from './redis-metadata-scripts.js';
 import { createPersistenceGuard, type RedisPersistenceStatus, type RequirePersistence } from './redis-persistence.js';
 import { checkRedisStoreOptions } from './redis-store-options.js';
 
 const STORE_NAME = 'redis metadata store';
-/** Share set writes retry this often when another writer changes the same set in between. */
-const MAX_SHARE_SET_ATTEMPTS = 16;
 /** Longest TTL sent to Redis (PX takes milliseconds up to about 2^63). */
 const MAX_TTL_MS = Number.MAX_SAFE_INTEGER;
 const COUNTER_PATTERN = /^\d+$/;
@@ -158,6 +157,33 @@ export function createRedisMetadataStore(options: RedisMetadataStoreOptions): Re
     return { kid, owner };
   }
 
+  /**
+   * Takes `setId` out of the kid and owner indexes of the record a script replaced or deleted
+   * (`found`) when they are not the ones the script already handled (`expected`): a
+   * replacement under another kid or owner, or another writer in between. Conditional, so a
+   * set put back under them meanwhile stays indexed.
+   */
+  async function unindexUnexpected(
+    setId: string,
+    found: { kid: string; owner: string },
+    expected: { kid: string; owner: string },
+  ): Promise<void> {
+    if (isValidId(found.kid) && found.kid !== expected.kid) {
+      await UNINDEX_SHARE_SET_SCRIPT.run(
+        redis,
+        [keys.shareSet(setId), keys.shareSetsByKid(found.kid)],
+        ['kid', found.kid, setId],
+      );
+    }
+    if (isValidId(found.owner) && found.owner !== expected.owner) {
+      await UNINDEX_SHARE_SET_SCRIPT.run(
+        redis,
+        [keys.shareSet(setId), keys.shareSetsByOwner(found.owner)],
+        ['owner', found.owner, setId],
+      );
+    }
+  }
+
   /** Values of `field` (or of string keys when `field` is undefined) in one slot, in one round trip. */
   async function readMany(names: readonly string[], field?: string): Promise<(string | null)[]> {
     if (names.length === 0) return [];
@@ -227,30 +253,15 @@ export function createRedisMetadataStore(options: RedisMetadataStoreOptions): Re
       assertShareSetRecord(set);
       const { setId, kid, owner } = set;
       const doc = encodeWithIntegrity(set as unknown as Record<string, unknown>);
-      const written = await run(`write of share set ${setId}`, async () => {
-        for (let attempt = 0; attempt < MAX_SHARE_SET_ATTEMPTS; attempt++) {
-          const old = await readShareSetIndexFields(setId);
-          const reply = await PUT_SHARE_SET_SCRIPT.run(
-            redis,
-            [
-              keys.shareSet(setId),
-              keys.shareSetIndex,
-              keys.shareSetsByKid(kid),
-              keys.shareSetsByOwner(owner),
-              keys.shareSetsByKid(old.kid === '' ? kid : old.kid),
-              keys.shareSetsByOwner(old.owner === '' ? owner : old.owner),
-            ],
-            [setId, doc, kid, owner, old.kid, old.owner],
-          );
-          if (reply === 1) return true;
-        }
-        return false;
+      await run(`write of share set ${setId}`, async () => {
+        const reply = await PUT_SHARE_SET_SCRIPT.run(
+          redis,
+          [keys.shareSet(setId), keys.shareSetIndex, keys.shareSetsByKid(kid), keys.shareSetsByOwner(owner)],
+          [setId, doc, kid, owner],
+        );
+        const [oldKid, oldOwner] = reply as [string, string];
+        await unindexUnexpected(setId, { kid: oldKid, owner: oldOwner }, { kid, owner });
       });
-      if (!written) {
-        throw new KosError('ERR_STORE_IO', `share set ${setId} kept changing while it was written`, {
-          details: { setId },
-        });
-      }
     },
     async getShareSet(setId: string): Promise<ShareSetRecord | undefined> {
       assertId(setId, 'setId');
@@ -284,25 +295,23 @@ export function createRedisMetadataStore(options: RedisMetadataStoreOptions): Re
     },
     async deleteShareSet(setId: string): Promise<boolean> {
       assertId(setId, 'setId');
-      const reply = await run(`delete of share set ${setId}`, async () => {
-        for (let attempt = 0; attempt < MAX_SHARE_SET_ATTEMPTS; attempt++) {
-          const old = await readShareSetIndexFields(setId);
-          if (old.kid === '') return 0;
-          const result = await DELETE_SHARE_SET_SCRIPT.run(
-            redis,
-            [keys.shareSet(setId), keys.shareSetIndex, keys.shareSetsByKid(old.kid), keys.shareSetsByOwner(old.owner)],
-            [setId, old.kid, old.owner],
-          );
-          if (result !== -1) return result;
-        }
-        return -1;
+      return run(`delete of share set ${setId}`, async () => {
+        const expected = await readShareSetIndexFields(setId);
+        if (expected.kid === '') return false;
+        const reply = await DELETE_SHARE_SET_SCRIPT.run(
+          redis,
+          [
+            keys.shareSet(setId),
+            keys.shareSetIndex,
+            keys.shareSetsByKid(expected.kid),
+            keys.shareSetsByOwner(expected.owner),
+          ],
+          [setId, expected.kid, expected.owner],
+        );
+        const [deleted, kid, owner] = reply as [number, string, string];
+        await unindexUnexpected(setId, { kid, owner }, expected);
+        return deleted === 1;
       });
-      if (reply === -1) {
-        throw new KosError('ERR_STORE_IO', `share set ${setId} kept changing while it was deleted`, {
-          details: { setId },
-        });
-      }
-      return reply === 1;
     },
 
     async getAccess(clientId: string): Promise<AccessRecord | undefined> {
