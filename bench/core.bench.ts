@@ -37,6 +37,8 @@ import {
 } from '@kos/core';
 import { createMemoryMetadataStore, createMemoryShareStore } from '@kos/kms-adapters';
 import { combine, split } from 'shamir-secret-sharing';
+import { check, fixed, log, table } from './support/output.js';
+import { type Case, type Group, type Result, runGroup, type SamplerOptions, sink } from './support/sampler.js';
 
 // ------------------------------------------------------------------ options
 
@@ -50,6 +52,13 @@ const WARMUP_MS = 150 * SCALE;
 const SAMPLE_TARGET_MS = 1;
 const MIN_ROUNDS = 15;
 const MAX_ROUNDS = 20_000;
+const SAMPLER: SamplerOptions = {
+  perCaseMs: PER_CASE_MS,
+  warmupMs: WARMUP_MS,
+  sampleTargetMs: SAMPLE_TARGET_MS,
+  minRounds: MIN_ROUNDS,
+  maxRounds: MAX_ROUNDS,
+};
 
 const KIB = 1024;
 const SIZES = [KIB, 64 * KIB, 1024 * KIB] as const;
@@ -60,151 +69,8 @@ const TAG_BYTES = 16;
 
 const crypto = createNodeCryptoProvider();
 
-function log(message: string): void {
-  process.stderr.write(`${message}\n`);
-}
-
 function random(length: number): Uint8Array {
   return randomFillSync(new Uint8Array(length));
-}
-
-function check(condition: boolean, what: string): void {
-  if (!condition) throw new Error(`bench sanity check failed: ${what}`);
-}
-
-// ------------------------------------------------------------------ sampler
-
-interface Case {
-  /** Unique id, also the JSON key. */
-  readonly id: string;
-  readonly label: string;
-  /** Payload bytes per op (for MB/s). */
-  readonly bytes?: number;
-  /** Id of the case this one is compared with (same group). */
-  readonly baseline?: string;
-  readonly fn: () => unknown;
-}
-
-interface Group {
-  readonly name: string;
-  readonly cases: readonly Case[];
-}
-
-interface Result {
-  readonly group: string;
-  readonly id: string;
-  readonly label: string;
-  readonly bytes: number | null;
-  readonly baseline: string | null;
-  readonly medianNs: number;
-  readonly p25Ns: number;
-  readonly p75Ns: number;
-  readonly usPerOp: number;
-  readonly mbPerSec: number | null;
-  /** Median of per-round (case / baseline) time ratios; > 1 means slower than the baseline. */
-  readonly ratio: number | null;
-  /** Ratio of the two medians, for comparison with `ratio`. */
-  readonly ratioOfMedians: number | null;
-  readonly samples: number;
-  readonly batch: number;
-}
-
-/** Keeps every result observable (so no call can be optimised away) and counts the ops run. */
-const sink: { last: unknown; ops: number } = { last: undefined, ops: 0 };
-
-function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const at = (sorted.length - 1) * q;
-  const lo = Math.floor(at);
-  const hi = Math.ceil(at);
-  return (sorted[lo] as number) + ((sorted[hi] as number) - (sorted[lo] as number)) * (at - lo);
-}
-
-function median(values: readonly number[]): number {
-  return quantile(
-    [...values].sort((a, b) => a - b),
-    0.5,
-  );
-}
-
-/** Runs `n` ops and returns the elapsed nanoseconds. Sync ops are not awaited. */
-async function batch(fn: () => unknown, isAsync: boolean, n: number): Promise<number> {
-  const start = process.hrtime.bigint();
-  if (isAsync) {
-    for (let i = 0; i < n; i++) sink.last = await fn();
-  } else {
-    for (let i = 0; i < n; i++) sink.last = fn();
-  }
-  const elapsed = Number(process.hrtime.bigint() - start);
-  sink.ops += n;
-  return elapsed;
-}
-
-async function runGroup(group: Group): Promise<Result[]> {
-  const { cases } = group;
-  const isAsync = new Map<string, boolean>();
-  for (const c of cases) {
-    const first = c.fn();
-    isAsync.set(c.id, first instanceof Promise);
-    sink.last = await first;
-  }
-  // Warm-up, interleaved so every case is JIT-compiled under the same conditions.
-  const warmEnd = performance.now() + WARMUP_MS * cases.length;
-  while (performance.now() < warmEnd) {
-    for (const c of cases) await batch(c.fn, isAsync.get(c.id) as boolean, 8);
-  }
-  // Calibrate a batch size per case so one sample takes about SAMPLE_TARGET_MS. The best of
-  // three probes is used, so one slow op (GC, a metadata round trip) does not shrink the batch.
-  const sizes = new Map<string, number>();
-  for (const c of cases) {
-    const async = isAsync.get(c.id) as boolean;
-    let best = Number.POSITIVE_INFINITY;
-    for (let probe = 0; probe < 3; probe++) best = Math.min(best, (await batch(c.fn, async, 8)) / 8);
-    sizes.set(c.id, Math.max(1, Math.min(1 << 20, Math.round((SAMPLE_TARGET_MS * 1e6) / Math.max(best, 1)))));
-  }
-  // Sampling rounds.
-  const samples = new Map<string, number[]>(cases.map((c) => [c.id, []]));
-  const deadline = performance.now() + PER_CASE_MS * cases.length;
-  let round = 0;
-  while (round < MAX_ROUNDS && (round < MIN_ROUNDS || performance.now() < deadline)) {
-    for (let j = 0; j < cases.length; j++) {
-      const c = cases[(round + j) % cases.length] as Case;
-      const n = sizes.get(c.id) as number;
-      const ns = await batch(c.fn, isAsync.get(c.id) as boolean, n);
-      (samples.get(c.id) as number[]).push(ns / n);
-    }
-    round++;
-  }
-  const medians = new Map(cases.map((c) => [c.id, median(samples.get(c.id) as number[])]));
-  return cases.map((c) => {
-    const own = samples.get(c.id) as number[];
-    const sorted = [...own].sort((a, b) => a - b);
-    const med = medians.get(c.id) as number;
-    let ratio: number | null = null;
-    let ratioOfMedians: number | null = null;
-    if (c.baseline !== undefined) {
-      const base = samples.get(c.baseline);
-      if (!base) throw new Error(`case ${c.id}: baseline ${c.baseline} is not in group ${group.name}`);
-      ratio = median(own.map((value, i) => value / (base[i] as number)));
-      ratioOfMedians = med / (medians.get(c.baseline) as number);
-    }
-    return {
-      group: group.name,
-      id: c.id,
-      label: c.label,
-      bytes: c.bytes ?? null,
-      baseline: c.baseline ?? null,
-      medianNs: med,
-      p25Ns: quantile(sorted, 0.25),
-      p75Ns: quantile(sorted, 0.75),
-      usPerOp: med / 1e3,
-      mbPerSec: c.bytes === undefined ? null : (c.bytes * 1e3) / med,
-      ratio,
-      ratioOfMedians,
-      samples: own.length,
-      batch: sizes.get(c.id) as number,
-    };
-  });
 }
 
 // ------------------------------------------------------------------ raw baselines
@@ -451,22 +317,6 @@ function targets(results: readonly Result[]): Target[] {
 
 // ------------------------------------------------------------------ output
 
-function fixed(value: number | null, digits: number): string {
-  return value === null || !Number.isFinite(value) ? '-' : value.toFixed(digits);
-}
-
-function table(rows: readonly (readonly string[])[], rightAligned: ReadonlySet<number>): string {
-  const widths = (rows[0] as readonly string[]).map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
-  return rows
-    .map((row) =>
-      row
-        .map((cell, i) => (rightAligned.has(i) ? cell.padStart(widths[i] as number) : cell.padEnd(widths[i] as number)))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
-
 function printTable(results: readonly Result[], checks: readonly Target[], meta: Record<string, unknown>): void {
   const lines: string[] = [];
   lines.push(`@kos/core benchmark — ${meta.node} on ${meta.cpuModel} (${meta.cpus} logical CPUs), ${meta.date}`);
@@ -526,7 +376,7 @@ async function main(): Promise<void> {
   const results: Result[] = [];
   for (const group of groups) {
     log(`bench: ${group.name} (${group.cases.length} cases)…`);
-    results.push(...(await runGroup(group)));
+    results.push(...(await runGroup(group, SAMPLER)));
   }
   const checks = targets(results);
   const cpus = osCpus();

@@ -402,6 +402,13 @@ describeRedis('Redis stores on a private redis-server (AOF)', () => {
       );
       await Promise.all(variants.map((set, i) => (i % 2 === 0 ? metaA : metaB).putShareSet(set)));
       const stored = (await metaA.getShareSet('set-churn'))!;
+      const members = (index: string) => clientA.smembers(`${keyPrefix}{meta:sets}:${index}`);
+      for (let k = 0; k < 3; k++) {
+        expect(await members(`by-kid:kid-${k}`)).toEqual(stored.kid === `kid-${k}` ? ['set-churn'] : []);
+      }
+      for (let o = 0; o < 5; o++) {
+        expect(await members(`by-owner:owner-${o}`)).toEqual(stored.owner === `owner-${o}` ? ['set-churn'] : []);
+      }
       for (let k = 0; k < 3; k++) {
         expect(await metaB.listShareSets({ kid: `kid-${k}` })).toEqual(stored.kid === `kid-${k}` ? [stored] : []);
       }
