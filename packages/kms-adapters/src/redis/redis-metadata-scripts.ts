@@ -14,7 +14,7 @@ export const PUT_KEY_SCRIPT: LuaScript = defineLuaScript(`
 local current = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == '' then
   if current then return {0, current} end
-elseif false then
+elseif current ~= ARGV[1] then
   return {0, current or ''}
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'doc', ARGV[3])
