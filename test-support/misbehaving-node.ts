@@ -20,8 +20,10 @@ export type Misbehavior =
 export interface MisbehavingNode {
   /** `http://127.0.0.1:<port>`. */
   readonly url: string;
-  /** TCP connections accepted so far. */
+  /** TCP connections accepted so far (a client may open spare ones it never uses). */
   readonly connections: number;
+  /** Requests received (for `hang`: connections on which the client sent anything). */
+  readonly requests: number;
   /** Connections still open (the peer has not closed them). */
   readonly openConnections: number;
   /** Resolves once no connection is open (immediately when none is). */
@@ -79,6 +81,7 @@ function respond(behavior: Exclude<Misbehavior, { kind: 'hang' }>, res: ServerRe
 export async function startMisbehavingNode(behavior: Misbehavior): Promise<MisbehavingNode> {
   const sockets = new Set<Socket>();
   let connections = 0;
+  let requests = 0;
   let waiters: Array<() => void> = [];
   const track = (socket: Socket): void => {
     connections += 1;
@@ -98,10 +101,14 @@ export async function startMisbehavingNode(behavior: Misbehavior): Promise<Misbe
     server = createNetServer((socket) => {
       track(socket);
       // Read and discard the request; never answer.
+      socket.once('data', () => {
+        requests += 1;
+      });
       socket.resume();
     });
   } else {
     const http = createHttpServer((req, res) => {
+      requests += 1;
       req.resume();
       respond(behavior, res);
     });
@@ -118,6 +125,9 @@ export async function startMisbehavingNode(behavior: Misbehavior): Promise<Misbe
     url: `http://127.0.0.1:${port}`,
     get connections() {
       return connections;
+    },
+    get requests() {
+      return requests;
     },
     get openConnections() {
       return sockets.size;

@@ -11,15 +11,16 @@ function reachable(entry: string, seen = new Set<string>()): Set<string> {
   if (seen.has(entry)) return seen;
   seen.add(entry);
   const source = readFileSync(entry, 'utf8');
-  for (const [, specifier] of source.matchAll(/from '(\.[^']+)'/g)) {
-    reachable(resolve(dirname(entry), (specifier as string).replace(/\.js$/, '.ts')), seen);
+  // Type-only imports are erased at build time and do not count.
+  for (const [, typeOnly, specifier] of source.matchAll(/(?:import|export)\s+(type\s+)?[^;]*?from '(\.[^']+)'/g)) {
+    if (!typeOnly) reachable(resolve(dirname(entry), (specifier as string).replace(/\.js$/, '.ts')), seen);
   }
   return seen;
 }
 
 describe('package surfaces', () => {
-  it('@kos/core/web reaches no Node built-in (it must run in browsers)', () => {
-    const files = reachable(join(root, 'packages/core/src/web.ts'));
+  it.each(['web', 'client'])('@kos/core/%s reaches no Node built-in (it must run in browsers)', (entry) => {
+    const files = reachable(join(root, `packages/core/src/${entry}.ts`));
     expect(files.size).toBeGreaterThan(5);
     for (const file of files) {
       expect(readFileSync(file, 'utf8'), file).not.toMatch(/from 'node:|require\(|\bBuffer\.(alloc|concat)/);
@@ -33,10 +34,11 @@ describe('package surfaces', () => {
     const script = `
       const core = await import('@kos/core');
       const web = await import('@kos/core/web');
+      const client = await import('@kos/core/client');
       const adapters = await import('@kos/kms-adapters');
-      console.log(JSON.stringify([typeof core.KeyManager, typeof web.openWithKey, typeof adapters.createFileShareStore]));
+      console.log(JSON.stringify([typeof core.KeyManager, typeof web.openWithKey, typeof client.createOpener, typeof adapters.createFileShareStore]));
     `;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
-    expect(JSON.parse(out)).toEqual(['function', 'function', 'function']);
+    expect(JSON.parse(out)).toEqual(['function', 'function', 'function', 'function']);
   });
 });

@@ -101,10 +101,7 @@ export async function runGroup(group: Group, options: SamplerOptions): Promise<R
     const async = isAsync.get(c.id) as boolean;
     let best = Number.POSITIVE_INFINITY;
     for (let probe = 0; probe < 3; probe++) best = Math.min(best, (await batch(c.fn, async, 8)) / 8);
-    sizes.set(
-      c.id,
-      Math.max(1, Math.min(1 << 20, Math.round((options.sampleTargetMs * 1e6) / Math.max(best, 1)))),
-    );
+    sizes.set(c.id, Math.max(1, Math.min(1 << 20, Math.round((options.sampleTargetMs * 1e6) / Math.max(best, 1)))));
   }
   // Sampling rounds.
   const samples = new Map<string, number[]>(cases.map((c) => [c.id, []]));

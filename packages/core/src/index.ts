@@ -12,6 +12,15 @@ export { createNobleCryptoProvider } from './crypto/noble-provider.js';
 export { createNodeCryptoProvider } from './crypto/node-provider.js';
 export type { CryptoProvider } from './crypto/provider.js';
 export { createWebCryptoProvider } from './crypto/web-provider.js';
+export { findEnvelopes, MAX_BODY_DEPTH, replaceEnvelopes } from './delivery/body-walker.js';
+export {
+  createKos,
+  type Kos,
+  type KosDecision,
+  type KosDeliveryEvent,
+  type KosHttpResponse,
+  type KosOptions,
+} from './delivery/kos.js';
 export {
   createMediumReference,
   type MediumKeyReference,
@@ -19,6 +28,14 @@ export {
   type NodeDirectory,
   type ShareReference,
 } from './delivery/medium-reference.js';
+export {
+  BINARY_ENVELOPE_TYPE,
+  type HighItem,
+  isTieredItem,
+  type MediumItem,
+  TIER_HEADER,
+  type TieredItem,
+} from './delivery/tiered-item.js';
 export {
   COMPACT_PREFIX,
   DEFAULT_MAX_CIPHERTEXT_BYTES,

@@ -266,9 +266,7 @@ describeRedis('Redis stores on a private redis-server (AOF)', () => {
       await admin.call('CLIENT', 'PAUSE', '2000', 'WRITE');
       try {
         const started = Date.now();
-        const error = await rejectionOf(() =>
-          store().put(makeShare('share-1'), { signal: AbortSignal.timeout(100) }),
-        );
+        const error = await rejectionOf(() => store().put(makeShare('share-1'), { signal: AbortSignal.timeout(100) }));
         expect(error.code).toBe('ERR_STORE_IO');
         expect(Date.now() - started).toBeLessThan(1500);
       } finally {
@@ -533,6 +531,7 @@ describeRedis('Redis persistence check', () => {
     await shares.put(makeShare('share-2'));
     expect(await shares.get('share-1')).toEqual(makeShare('share-1'));
     expect(await shares.delete('share-2')).toBe(true);
+    expect((await shares.checkPersistence()).state).toBe('off');
     expect(onWarning).toHaveBeenCalledTimes(1);
     expect(String(onWarning.mock.calls[0]?.[0])).toContain(PERSISTENCE_OFF_MESSAGE);
 
@@ -609,7 +608,9 @@ describeRedis('Redis durability and outages', () => {
       expect(await metaAfter.markOnce('grants', 'jti-new', 600)).toBe(true);
       expect(await metaAfter.getKey('k1')).toEqual({ value: makeKeyRecord('k1', 5), revision: 1 });
       expect(await metaAfter.getOps('k1', 1)).toBe(42);
-      expect(await metaAfter.listShareSets({ owner: 'client-1' })).toEqual([makeShareSet('set-1', 'k1', 1, 'client-1')]);
+      expect(await metaAfter.listShareSets({ owner: 'client-1' })).toEqual([
+        makeShareSet('set-1', 'k1', 1, 'client-1'),
+      ]);
       expect(await metaAfter.acquireLock('rotate-k1', 'owner-b', 60_000)).toBe(false);
       closeClient(after);
     } finally {

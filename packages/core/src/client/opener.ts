@@ -1,7 +1,9 @@
+import { compactDecrypt } from 'jose';
 import { fromBase64url, wipe } from '../bytes.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { createWebCryptoProvider } from '../crypto/web-provider.js';
 import type { MediumKeyReference } from '../delivery/medium-reference.js';
+import { isTieredItem } from '../delivery/tiered-item.js';
 import { decodeEnvelope } from '../envelope/codec.js';
 import { openWithKey } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
@@ -10,10 +12,11 @@ import { decodeShareBody, MAX_SHARE_BODY_BYTES } from '../kms-api/share-body.js'
 import { classifyShareError, rebuildDek, type ShareCandidate, type ShareFailure } from '../shares/rebuild.js';
 import type { SharePlacement, ShareSetRecord } from '../shares/share-set.js';
 
-/** A high-tier item: the envelope and its DEK (base64url). */
+/** A high-tier item: the envelope and its DEK (base64url), or the DEK wrapped to the client's key (JWE). */
 export interface HighTierItem {
   readonly envelope: unknown;
-  readonly dek: string;
+  readonly dek?: string;
+  readonly dekJwe?: string;
 }
 
 /** A medium-tier item: the envelope and a reference to the client's shares. */
@@ -22,10 +25,18 @@ export interface MediumTierItem {
   readonly key: MediumKeyReference;
 }
 
-export interface DpopKeyPair {
+/**
+ * The client's own key pair, named in its identity token as `cnf.jwk`: KOS wraps high-tier
+ * DEKs to it (ECDH-ES JWE) and binds medium-tier grants to it (DPoP signatures). Use a P-256
+ * key (ES256 / ECDH-ES), which WebCrypto supports everywhere.
+ */
+export interface ClientKeyPair {
+  /** Signs DPoP proofs (ES256 or EdDSA). */
   readonly privateKey: CryptoKey;
   readonly publicJwk: JsonWebKey;
   readonly alg?: 'EdDSA' | 'ES256';
+  /** Decrypts JWE-wrapped DEKs (ECDH-ES); a P-256 key imported for `deriveBits`. */
+  readonly decryptionKey?: CryptoKey;
 }
 
 export interface OpenerOptions {
@@ -35,8 +46,8 @@ export interface OpenerOptions {
   readonly timeoutMs?: number;
   /** Ask one more node when one has not answered after this long (default 300 ms). */
   readonly hedgeAfterMs?: number;
-  /** The key the client's grants are bound to (DPoP). */
-  readonly dpop?: DpopKeyPair;
+  /** The client's key pair, when its token names one (`cnf.jwk`). */
+  readonly clientKey?: ClientKeyPair;
   /** AEAD implementation (default: WebCrypto, @noble where WebCrypto is missing). */
   readonly crypto?: CryptoProvider;
 }
@@ -44,6 +55,11 @@ export interface OpenerOptions {
 export interface Opener {
   /** Decrypts a high- or medium-tier item; a key fetched once is reused for the same key version. */
   open(item: HighTierItem | MediumTierItem): Promise<Uint8Array>;
+  /**
+   * A copy of a KOS response body with every high- and medium-tier item replaced by its
+   * plaintext value (JSON-parsed, as the route sealed it).
+   */
+  openBody(body: unknown): Promise<unknown>;
   /** Fetches k verified shares of a reference and rebuilds the DEK (copy; wipe it when done). */
   fetchKey(reference: MediumKeyReference): Promise<Uint8Array>;
   /** Nodes that failed on the last key fetch (ids and reasons; nothing secret). */
@@ -105,13 +121,13 @@ export function createOpener(options: OpenerOptions = {}): Opener {
   ) {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (reference.dpop) {
-      if (!options.dpop)
+      if (!options.clientKey)
         throw new KosError('ERR_DPOP_REQUIRED', 'this grant is bound to a key the opener does not have');
       headers.authorization = `DPoP ${reference.grant}`;
       headers.dpop = await createDpopProof({
-        privateKey: options.dpop.privateKey,
-        publicJwk: options.dpop.publicJwk as never,
-        alg: options.dpop.alg ?? 'EdDSA',
+        privateKey: options.clientKey.privateKey,
+        publicJwk: options.clientKey.publicJwk as never,
+        alg: options.clientKey.alg ?? 'EdDSA',
         method: 'GET',
         url,
         accessToken: reference.grant,
@@ -179,6 +195,22 @@ export function createOpener(options: OpenerOptions = {}): Opener {
     }
   }
 
+  async function highTierKey(item: HighTierItem): Promise<Uint8Array> {
+    if (typeof item.dekJwe === 'string') {
+      const key = options.clientKey?.decryptionKey;
+      if (!key)
+        throw new KosError('ERR_INVALID_ARGUMENT', 'this key is wrapped to the client key: pass its decryptionKey');
+      try {
+        return (await compactDecrypt(item.dekJwe, key, { keyManagementAlgorithms: ['ECDH-ES', 'RSA-OAEP-256'] }))
+          .plaintext;
+      } catch {
+        throw new KosError('ERR_DECRYPTION_FAILED', '');
+      }
+    }
+    if (typeof item.dek !== 'string') throw new KosError('ERR_INVALID_ARGUMENT', 'high-tier item carries no key');
+    return fromBase64url(item.dek, 'dek');
+  }
+
   function keyFor(reference: MediumKeyReference): Promise<Uint8Array> {
     const id = `${reference.kid}\u0000${reference.ver}\u0000${reference.setId}`;
     let pending = keys.get(id);
@@ -206,12 +238,46 @@ export function createOpener(options: OpenerOptions = {}): Opener {
         }
         return openWithKey({ crypto, key, envelope });
       }
-      const dek = fromBase64url(item.dek, 'dek');
+      const dek = await highTierKey(item);
       try {
         return await openWithKey({ crypto, key: dek, envelope });
       } finally {
         wipe(dek);
       }
+    },
+    async openBody(body) {
+      const items: Array<HighTierItem | MediumTierItem> = [];
+      const collect = (value: unknown, depth: number): void => {
+        if (depth > 64 || typeof value !== 'object' || value === null) return;
+        if (isTieredItem(value)) {
+          items.push(value as HighTierItem | MediumTierItem);
+          return;
+        }
+        for (const child of Array.isArray(value) ? value : Object.values(value)) collect(child, depth + 1);
+      };
+      collect(body, 0);
+      const opened = new Map<unknown, unknown>();
+      await Promise.all(
+        items.map(async (item) => {
+          const plaintext = await this.open(item);
+          const text = new TextDecoder().decode(plaintext);
+          wipe(plaintext);
+          try {
+            opened.set(item, JSON.parse(text));
+          } catch {
+            opened.set(item, text);
+          }
+        }),
+      );
+      const rebuild = (value: unknown): unknown => {
+        if (opened.has(value)) return opened.get(value);
+        if (Array.isArray(value)) return value.map(rebuild);
+        if (typeof value === 'object' && value !== null) {
+          return Object.fromEntries(Object.entries(value).map(([key, child]) => [key, rebuild(child)]));
+        }
+        return value;
+      };
+      return rebuild(body);
     },
     dispose() {
       for (const pending of keys.values()) pending.then((key) => wipe(key)).catch(() => undefined);

@@ -7,7 +7,10 @@ import { assertScore } from './score.js';
 export interface Identity {
   readonly clientId: string;
   readonly score: number;
-  /** Optional client public key (JWK) for wrapping key material to it. */
+  /**
+   * The client's public key from the token's `cnf.jwk` (RFC 7800), if any: high-tier DEKs are
+   * wrapped to it and medium-tier grants bound to it (DPoP).
+   */
   readonly publicJwk?: Readonly<Record<string, unknown>> | undefined;
 }
 
@@ -56,10 +59,19 @@ export function bearerToken(request: RequestLike): string {
 function checkIdentity(clientId: unknown, score: unknown, publicJwk?: unknown): Identity {
   if (!isValidId(clientId)) throw new KosError('ERR_TOKEN_INVALID', 'client id is missing or invalid');
   assertScore(score);
-  const jwk =
-    typeof publicJwk === 'object' && publicJwk !== null && !Array.isArray(publicJwk)
-      ? (publicJwk as Record<string, unknown>)
-      : undefined;
+  let jwk: Record<string, unknown> | undefined;
+  if (publicJwk !== undefined) {
+    const candidate = publicJwk as Record<string, unknown>;
+    const isPublicKey =
+      typeof publicJwk === 'object' &&
+      publicJwk !== null &&
+      !Array.isArray(publicJwk) &&
+      typeof candidate.kty === 'string' &&
+      candidate.d === undefined &&
+      candidate.k === undefined;
+    if (!isPublicKey) throw new KosError('ERR_TOKEN_INVALID', 'cnf.jwk must be a public key');
+    jwk = candidate;
+  }
   return Object.freeze({ clientId, score, publicJwk: jwk });
 }
 
@@ -112,7 +124,8 @@ export function createJwtIdentity(options: JwtIdentityOptions): IdentitySource {
         if (error instanceof joseErrors.JWTExpired) throw new KosError('ERR_TOKEN_EXPIRED', 'token has expired');
         throw new KosError('ERR_TOKEN_INVALID', 'token is not valid');
       }
-      return checkIdentity(payload[clientIdClaim], payload[scoreClaim], payload.cnf_jwk);
+      const cnf = payload.cnf as { jwk?: unknown } | undefined;
+      return checkIdentity(payload[clientIdClaim], payload[scoreClaim], cnf?.jwk);
     },
   };
 }

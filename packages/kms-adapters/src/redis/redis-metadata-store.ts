@@ -168,7 +168,7 @@ export function createRedisMetadataStore(options: RedisMetadataStoreOptions): Re
     found: { kid: string; owner: string },
     expected: { kid: string; owner: string },
   ): Promise<void> {
-    if (false) {
+    if (isValidId(found.kid) && found.kid !== expected.kid) {
       await UNINDEX_SHARE_SET_SCRIPT.run(
         redis,
         [keys.shareSet(setId), keys.shareSetsByKid(found.kid)],

@@ -1,0 +1,391 @@
+import { CompactEncrypt, type JWK } from 'jose';
+import { toBase64url, utf8, wipe } from '../bytes.js';
+import { type Envelope, type EnvelopeJson, encodeEnvelope, isCompactEnvelope } from '../envelope/codec.js';
+import { ENVELOPE_MAGIC } from '../envelope/header.js';
+import { isKosError, KosError, type KosErrorCode, toErrorBody } from '../errors.js';
+import { jwkThumbprint } from '../grants/dpop.js';
+import type { TokenIssuer } from '../grants/token-issuer.js';
+import type { KeyManager } from '../keys/key-manager.js';
+import type { AccessControl } from '../trust/access-control.js';
+import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js';
+import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
+import { findEnvelopes, replaceEnvelopes } from './body-walker.js';
+import { createMediumReference, type MediumKeyReference, type NodeDirectory } from './medium-reference.js';
+import { type HighItem, type MediumItem, TIER_HEADER } from './tiered-item.js';
+
+/** The decision for one request: who, which tier and why. Exposed to route handlers. */
+export interface KosDecision extends TierDecision {
+  readonly clientId: string;
+}
+
+/** Audit-relevant facts of one request (ids, tier, outcome, codes — nothing secret). */
+export interface KosDeliveryEvent {
+  readonly type: 'decision' | 'delivery' | 'denied';
+  readonly clientId?: string;
+  readonly tier?: string;
+  readonly band?: string;
+  readonly n?: number;
+  readonly k?: number;
+  readonly keys?: readonly string[];
+  readonly outcome: 'ok' | 'denied' | 'error';
+  readonly code?: KosErrorCode;
+}
+
+export interface KosOptions {
+  readonly keys: KeyManager;
+  readonly identity: IdentitySource;
+  readonly access: AccessControl;
+  /** Signs medium-tier grants. */
+  readonly tokens: TokenIssuer;
+  /** Public base URL of each KMS node (absolute, or a path resolved against the request URL). */
+  readonly nodes: NodeDirectory;
+  readonly tiers?: TierPolicy;
+  /**
+   * When the client's token names a public key (`cnf.jwk`): wrap high-tier DEKs to it (JWE)
+   * and bind medium-tier grants to it (DPoP). Default true.
+   */
+  readonly bindToClientKey?: boolean;
+  readonly onEvent?: (event: KosDeliveryEvent) => void;
+}
+
+/** A response as KOS hands it back to an adapter. */
+export interface KosHttpResponse {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  /** A JSON value, bytes (binary bodies), or undefined for an empty body. */
+  readonly body: unknown;
+  /** Whether KOS changed the body (false: the adapter keeps the route's own response). */
+  readonly transformed: boolean;
+}
+
+export interface Kos {
+  readonly tiers: TierPolicy;
+  readonly keys: KeyManager;
+  /** Identifies the caller and decides its tier; throws a KosError (401/403) on denial. */
+  decide(request: RequestLike): Promise<{ decision: KosDecision; identity: Identity }>;
+  /**
+   * Shapes a route's response for the caller's tier: every envelope in a JSON body (at any
+   * depth) or a binary envelope body becomes the tier's form. Non-envelope bodies pass.
+   */
+  deliver(
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+    response: { status: number; body: unknown },
+  ): Promise<KosHttpResponse>;
+  /** Headers every response of a decided request carries. */
+  decisionHeaders(decision: KosDecision): Record<string, string>;
+  /** The one JSON error response (`{ error: { code, message } }`) for any failure. */
+  errorResponse(error: unknown): KosHttpResponse;
+  /** Seals a JSON value for a write route (JSON form, ready to store). */
+  seal(kid: string, value: unknown, options: { dataId: string }): Promise<EnvelopeJson>;
+  /** Revokes a client: no key access, and its share sets are deleted on every node. */
+  revokeClient(clientId: string): Promise<void>;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+function isBinaryEnvelope(body: unknown): body is Uint8Array {
+  return (
+    body instanceof Uint8Array &&
+    body.length > 4 &&
+    body[0] === ENVELOPE_MAGIC[0] &&
+    body[1] === ENVELOPE_MAGIC[1] &&
+    body[2] === ENVELOPE_MAGIC[2]
+  );
+}
+
+function parsePlaintext(bytes: Uint8Array): unknown {
+  const text = new TextDecoder().decode(bytes);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function invalid(message: string): KosError {
+  return new KosError('ERR_INVALID_OPTIONS', `kos: ${message}`);
+}
+
+/**
+ * The framework-agnostic heart of the middleware: identity → tier decision → access check →
+ * tiered delivery. Adapters translate their request and response to and from these calls.
+ */
+export function createKos(options: KosOptions): Kos {
+  if (!options || typeof options !== 'object') throw invalid('options are required');
+  const { keys, identity: identitySource, access, tokens, nodes } = options;
+  if (!keys) throw invalid('keys (a KeyManager) are required');
+  if (!identitySource || typeof identitySource.identify !== 'function') throw invalid('identity is required');
+  if (!access || typeof access.assertAllowed !== 'function') throw invalid('access is required');
+  if (!tokens || typeof tokens.issueGrant !== 'function') throw invalid('tokens (a TokenIssuer) are required');
+  if (!(nodes instanceof Map)) throw invalid('nodes must be a Map of node id to URL');
+  for (const nodeId of keys.nodeIds) {
+    if (!nodes.has(nodeId)) throw invalid(`node ${nodeId} has no public URL in nodes`);
+  }
+  const tiers = options.tiers ?? createTierPolicy();
+  for (const band of tiers.options.shareBands) {
+    if (band.n > keys.nodeIds.length) {
+      throw new KosError('ERR_NOT_ENOUGH_NODES', `kos: medium band from ${band.minScore} needs ${band.n} nodes`);
+    }
+  }
+  const bind = options.bindToClientKey ?? true;
+  const emit = (event: KosDeliveryEvent) => {
+    try {
+      options.onEvent?.(event);
+    } catch {
+      // Audit sinks decide for themselves whether to fail closed.
+    }
+  };
+  /** Clients known to hold no share set (so a non-medium request need not look them up). */
+  const withoutSets = new Map<string, number>();
+  const SETS_CHECK_TTL_MS = 60_000;
+
+  async function dropSetsIfAny(clientId: string): Promise<void> {
+    const checked = withoutSets.get(clientId);
+    if (checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS) return;
+    await keys.deleteClientSets(clientId);
+    withoutSets.set(clientId, Date.now());
+    if (withoutSets.size > 10_000) withoutSets.delete(withoutSets.keys().next().value as string);
+  }
+
+  function nodeDirectoryFor(request: RequestLike): NodeDirectory {
+    let base: URL | undefined;
+    try {
+      base = new URL(request.url);
+    } catch {
+      base = undefined;
+    }
+    const out = new Map<string, string>();
+    for (const [nodeId, url] of nodes) out.set(nodeId, base ? new URL(url, base).toString() : url);
+    return out;
+  }
+
+  async function highItem(
+    envelope: unknown,
+    kid: string,
+    ver: number,
+    identity: Identity,
+    memo: Map<string, Promise<Omit<HighItem, 'envelope' | 'kosTier'>>>,
+  ) {
+    const id = `${kid}\u0000${ver}`;
+    let pending = memo.get(id);
+    if (!pending) {
+      pending = (async () => {
+        const dek = await keys.getDek(kid, ver);
+        try {
+          if (bind && identity.publicJwk) {
+            const jwk = identity.publicJwk as JWK;
+            const alg = jwk.kty === 'RSA' ? 'RSA-OAEP-256' : 'ECDH-ES';
+            const dekJwe = await new CompactEncrypt(dek)
+              .setProtectedHeader({ alg, enc: 'A256GCM', kid: `${kid}.${ver}` })
+              .encrypt(jwk);
+            return { dekJwe };
+          }
+          return { dek: toBase64url(dek) };
+        } finally {
+          wipe(dek);
+        }
+      })();
+      memo.set(id, pending);
+    }
+    return { kosTier: 'high' as const, envelope, ...(await pending) };
+  }
+
+  async function mediumItem(
+    envelope: unknown,
+    kid: string,
+    ver: number,
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+    memo: Map<string, Promise<MediumKeyReference>>,
+  ): Promise<MediumItem> {
+    const id = `${kid}\u0000${ver}`;
+    let pending = memo.get(id);
+    if (!pending) {
+      pending = (async () =>
+        createMediumReference({
+          keys,
+          tokens,
+          nodes: nodeDirectoryFor(request),
+          clientId: decision.clientId,
+          kid,
+          version: ver,
+          n: decision.n as number,
+          k: decision.k as number,
+          dpopJkt: bind && identity.publicJwk ? await jwkThumbprint(identity.publicJwk as JWK) : undefined,
+        }))();
+      memo.set(id, pending);
+    }
+    withoutSets.delete(decision.clientId);
+    return { kosTier: 'medium', envelope, key: await pending };
+  }
+
+  function parseAll(found: readonly unknown[]): Map<unknown, Envelope> {
+    const parsed = new Map<unknown, Envelope>();
+    for (const value of found) {
+      try {
+        parsed.set(value, keys.decode(value));
+      } catch (error) {
+        throw new KosError('ERR_RESPONSE_ENVELOPE_INVALID', 'a stored envelope in the response could not be read', {
+          details: { code: isKosError(error) ? error.code : 'unknown' },
+        });
+      }
+    }
+    return parsed;
+  }
+
+  async function shapeOne(
+    original: unknown,
+    envelope: Envelope,
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+    memos: {
+      high: Map<string, Promise<Omit<HighItem, 'envelope' | 'kosTier'>>>;
+      medium: Map<string, Promise<MediumKeyReference>>;
+    },
+  ): Promise<unknown> {
+    const { kid, ver } = envelope.header;
+    switch (decision.tier) {
+      case 'low': {
+        const plaintext = await keys.open(envelope);
+        try {
+          return parsePlaintext(plaintext);
+        } finally {
+          wipe(plaintext);
+        }
+      }
+      case 'high':
+        return highItem(original, kid, ver, identity, memos.high);
+      case 'medium':
+        return mediumItem(original, kid, ver, request, identity, decision, memos.medium);
+    }
+  }
+
+  const kos: Kos = {
+    tiers,
+    keys,
+    async decide(request) {
+      try {
+        const identity = await identitySource.identify(request);
+        const decision: KosDecision = { clientId: identity.clientId, ...tiers.decide(identity.score) };
+        emit({
+          type: 'decision',
+          clientId: decision.clientId,
+          tier: decision.tier,
+          band: decision.band,
+          ...(decision.n ? { n: decision.n, k: decision.k as number } : {}),
+          outcome: 'ok',
+        });
+        return { decision, identity };
+      } catch (error) {
+        emit({ type: 'denied', outcome: 'denied', code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
+        throw error;
+      }
+    },
+
+    decisionHeaders(decision) {
+      return { [TIER_HEADER]: decision.tier, vary: 'Authorization' };
+    },
+
+    async deliver(request, identity, decision, response) {
+      const headers = kos.decisionHeaders(decision);
+      const secretHeaders =
+        decision.tier === 'low' ? headers : { ...headers, 'cache-control': 'no-store', pragma: 'no-cache' };
+      try {
+        if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
+        const memos = { high: new Map(), medium: new Map() };
+        if (isBinaryEnvelope(response.body)) {
+          const envelope = parseAll([response.body]).get(response.body) as Envelope;
+          await access.assertAllowed(decision.clientId, envelope.header.kid);
+          const delivered = {
+            type: 'delivery' as const,
+            clientId: decision.clientId,
+            tier: decision.tier,
+            keys: [envelope.header.kid],
+            outcome: 'ok' as const,
+          };
+          if (decision.tier === 'low') {
+            const plaintext = await keys.open(envelope);
+            emit(delivered);
+            return {
+              status: response.status,
+              headers: { ...secretHeaders, 'content-type': 'application/octet-stream' },
+              body: plaintext,
+              transformed: true,
+            };
+          }
+          const item = await shapeOne(
+            encodeEnvelope(envelope, 'compact'),
+            envelope,
+            request,
+            identity,
+            decision,
+            memos,
+          );
+          emit(delivered);
+          return {
+            status: response.status,
+            headers: { ...secretHeaders, 'content-type': JSON_TYPE },
+            body: item,
+            transformed: true,
+          };
+        }
+        const walkable =
+          (typeof response.body === 'object' && response.body !== null && !(response.body instanceof Uint8Array)) ||
+          isCompactEnvelope(response.body);
+        if (!walkable) return { status: response.status, headers, body: response.body, transformed: false };
+        const json = JSON.parse(JSON.stringify(response.body)) as unknown;
+        const found = findEnvelopes(json);
+        if (found.length === 0) return { status: response.status, headers, body: response.body, transformed: false };
+        const parsed = parseAll(found);
+        const kids = [...new Set([...parsed.values()].map((e) => e.header.kid))];
+        for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
+        const shaped = new Map<unknown, unknown>();
+        await Promise.all(
+          [...parsed].map(async ([original, envelope]) => {
+            shaped.set(original, await shapeOne(original, envelope, request, identity, decision, memos));
+          }),
+        );
+        const body = replaceEnvelopes(json, (original) => shaped.get(original));
+        emit({ type: 'delivery', clientId: decision.clientId, tier: decision.tier, keys: kids, outcome: 'ok' });
+        return {
+          status: response.status,
+          headers: { ...secretHeaders, 'content-type': JSON_TYPE },
+          body,
+          transformed: true,
+        };
+      } catch (error) {
+        emit({
+          type: 'delivery',
+          clientId: decision.clientId,
+          tier: decision.tier,
+          outcome: 'error',
+          code: isKosError(error) ? error.code : 'ERR_INTERNAL',
+        });
+        const failed = kos.errorResponse(error);
+        return { ...failed, headers: { ...failed.headers, ...headers } };
+      }
+    },
+
+    errorResponse(error) {
+      const body = toErrorBody(error);
+      const status = isKosError(error) ? error.status : 500;
+      return { status, headers: { 'content-type': JSON_TYPE, 'cache-control': 'no-store' }, body, transformed: true };
+    },
+
+    async seal(kid, value, sealOptions) {
+      const envelope = await keys.seal(kid, utf8(JSON.stringify(value)), sealOptions);
+      return encodeEnvelope(envelope, 'json');
+    },
+
+    async revokeClient(clientId) {
+      await access.revoke(clientId, '*');
+      await keys.deleteClientSets(clientId);
+      withoutSets.set(clientId, Date.now());
+    },
+  };
+  return kos;
+}
