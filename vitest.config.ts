@@ -1,7 +1,8 @@
+import { defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 
 // Workspace packages are tested from source: the `kos-source` export condition points at src/index.ts.
-const conditions = ['kos-source', 'node', 'import', 'default'];
+const conditions = ['kos-source', ...defaultServerConditions];
 
 export default defineConfig({
   resolve: { conditions },
@@ -9,7 +10,7 @@ export default defineConfig({
   test: {
     include: ['packages/*/test/**/*.test.ts', 'tests/**/*.test.ts'],
     testTimeout: 30_000,
-    hookTimeout: 30_000,
+    hookTimeout: 60_000,
     pool: 'forks',
   },
 });

@@ -3,7 +3,7 @@
  * `kos-kms` processes, healthy and with one node stalled; grant issuance beside a bare jose
  * signature; share store get/put for the Redis, file and memory stores.
  *
- *   npm run bench:medium              # tables on stdout (progress on stderr), ~80 s
+ *   npm run bench:medium              # tables on stdout (progress on stderr), ~55–70 s
  *   npm run bench:medium -- --json    # machine-readable JSON on stdout instead
  *   npm run bench:medium -- --quick   # short smoke run (fewer reads, 1/5 sampling time; noisier)
  *

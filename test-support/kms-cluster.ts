@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { KeyManager, type MetadataStore, type NodeDirectory } from '@kos/core';
 import { createFileMetadataStore, createHttpShareStore, type HttpShareStore } from '@kos/kms-adapters';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { createKosIdentity, type TestKosIdentity } from './kos-keys.js';
 import { type KmsNodeProcess, startKmsProcess } from './kms-process.js';
+import { createKosIdentity, type TestKosIdentity } from './kos-keys.js';
 import type { RedisServer } from './redis-server.js';
 import { createTestPki, type TestPki } from './tls.js';
 
@@ -72,7 +72,9 @@ export async function startKmsCluster(options: KmsClusterOptions): Promise<KmsCl
   const keys = new KeyManager({ metadata, nodes: stores, systemShares: options.systemShares ?? { n: 5, k: 3 } });
   const directory = new Map(nodes.map((node) => [node.nodeId, node.url]));
   const dispatcher = pki
-    ? new Agent({ connect: { ca: pki.caCert, ...(transport === 'mtls' ? { cert: pki.clientCert, key: pki.clientKey } : {}) } })
+    ? new Agent({
+        connect: { ca: pki.caCert, ...(transport === 'mtls' ? { cert: pki.clientCert, key: pki.clientKey } : {}) },
+      })
     : undefined;
   const clientFetch = ((url: string, init?: RequestInit) =>
     undiciFetch(url, { ...(init as object), ...(dispatcher ? { dispatcher } : {}) })) as unknown as typeof fetch;

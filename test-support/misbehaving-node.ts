@@ -113,7 +113,8 @@ export async function startMisbehavingNode(behavior: Misbehavior): Promise<Misbe
       respond(behavior, res);
     });
     http.on('connection', track);
-    http.keepAliveTimeout = 1_000;
+    // Long enough that only the client can close a connection within a test.
+    http.keepAliveTimeout = 60_000;
     server = http;
   }
   await new Promise<void>((resolve, reject) => {

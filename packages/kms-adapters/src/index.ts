@@ -38,3 +38,22 @@ export {
   readRedisPersistence,
 } from './redis/redis-persistence.js';
 export { createRedisShareStore, type RedisShareStore, type RedisShareStoreOptions } from './redis/redis-share-store.js';
+export {
+  assertRuntimeOptions,
+  type PlainRequest,
+  readNodeBody,
+  requestFromNode,
+  requestFromWeb,
+  toWireBody,
+} from './runtime/adapter-support.js';
+export {
+  createKosRuntime,
+  DEFAULT_MOUNT_PREFIX,
+  DEV_IDENTITY_AUDIENCE,
+  DEV_IDENTITY_ISSUER,
+  type DevTokenRequest,
+  type KosRuntime,
+  type KosRuntimeOptions,
+  loadKosConfigFile,
+} from './runtime/kos-runtime.js';
+export type { KosRuntimeConfig, MetadataConfig, NodeConfig } from './runtime/runtime-config.js';

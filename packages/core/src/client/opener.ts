@@ -74,7 +74,11 @@ function isMedium(item: HighTierItem | MediumTierItem): item is MediumTierItem {
 
 async function readLimited(response: Response, limit: number): Promise<string> {
   const declared = Number(response.headers.get('content-length') ?? '0');
-  if (declared > limit) throw new KosError('ERR_KMS_BODY_TOO_LARGE', 'node answered with an oversize body');
+  if (declared > limit) {
+    // Drop the connection rather than let the node keep pushing bytes at us.
+    await response.body?.cancel().catch(() => undefined);
+    throw new KosError('ERR_KMS_BODY_TOO_LARGE', 'node answered with an oversize body');
+  }
   if (!response.body) return '';
   const reader = response.body.getReader();
   const chunks: Uint8Array[] = [];

@@ -46,6 +46,8 @@ export interface KosOptions {
    */
   readonly bindToClientKey?: boolean;
   readonly onEvent?: (event: KosDeliveryEvent) => void;
+  /** `seal` creates a key that does not exist yet (development convenience; default false). */
+  readonly autoCreateKeys?: boolean;
 }
 
 /** A response as KOS hands it back to an adapter. */
@@ -377,8 +379,18 @@ export function createKos(options: KosOptions): Kos {
     },
 
     async seal(kid, value, sealOptions) {
-      const envelope = await keys.seal(kid, utf8(JSON.stringify(value)), sealOptions);
-      return encodeEnvelope(envelope, 'json');
+      const plaintext = utf8(JSON.stringify(value));
+      try {
+        return encodeEnvelope(await keys.seal(kid, plaintext, sealOptions), 'json');
+      } catch (error) {
+        if (!options.autoCreateKeys || !isKosError(error, 'ERR_KEY_NOT_FOUND')) throw error;
+        await keys.createKey(kid).catch((raced: unknown) => {
+          if (!isKosError(raced, 'ERR_KEY_EXISTS')) throw raced;
+        });
+        return encodeEnvelope(await keys.seal(kid, plaintext, sealOptions), 'json');
+      } finally {
+        wipe(plaintext);
+      }
     },
 
     async revokeClient(clientId) {

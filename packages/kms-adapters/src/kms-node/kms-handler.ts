@@ -19,8 +19,10 @@ import {
 /** A request as the handler needs it; the server (or a framework mount) builds it. */
 export interface KmsRequest {
   readonly method: string;
-  /** Absolute URL as the client addressed it (scheme, host, path, query). */
+  /** Absolute URL as the client addressed it (scheme, host, path, query); DPoP proofs are checked against it. */
   readonly url: string;
+  /** Path to route on, when the API is mounted under a prefix (default: the URL's path). */
+  readonly path?: string;
   /** Lower-case header names. */
   readonly headers: Readonly<Record<string, string | undefined>>;
   readonly body?: Uint8Array | undefined;
@@ -142,7 +144,7 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
     if (claims.cnf) {
       if (auth.scheme !== 'DPoP') throw new KosError('ERR_DPOP_REQUIRED', 'this grant is bound to a key: use DPoP');
       const base = options.publicUrl?.replace(/\/+$/, '');
-      const url = base ? `${base}${new URL(request.url).pathname}` : request.url;
+      const url = base ? `${base}${request.path ?? new URL(request.url).pathname}` : request.url;
       ({ jti: proofJti } = await verifyDpopProof({
         proof: request.headers.dpop,
         method: request.method,
@@ -204,7 +206,7 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
     try {
       let path: string;
       try {
-        path = new URL(request.url).pathname;
+        path = request.path ?? new URL(request.url).pathname;
       } catch {
         throw new KosError('ERR_INVALID_ARGUMENT', 'bad request URL');
       }

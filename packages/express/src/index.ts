@@ -1,0 +1,1 @@
+export { type KosExpressMiddleware, type KosMiddlewareOptions, kosMiddleware } from './kos-middleware.js';

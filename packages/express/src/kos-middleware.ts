@@ -1,0 +1,114 @@
+import type { Identity, KosDecision } from '@kos/core';
+import {
+  assertRuntimeOptions,
+  createKosRuntime,
+  type KosRuntime,
+  type KosRuntimeOptions,
+  readNodeBody,
+  requestFromNode,
+  toWireBody,
+} from '@kos/kms-adapters';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+
+export interface KosMiddlewareOptions extends KosRuntimeOptions {
+  /** A runtime built elsewhere (shared by several apps); other options are then ignored. */
+  readonly runtime?: KosRuntime | Promise<KosRuntime>;
+}
+
+/** The middleware, plus the helpers a route needs. */
+export interface KosExpressMiddleware extends RequestHandler {
+  /** Resolves once KOS is ready (rejects with the start-up error): await it before listening. */
+  readonly ready: Promise<KosRuntime>;
+  /** Seals a JSON value for a write route; store what it returns. */
+  seal(kid: string, value: unknown, options: { dataId: string }): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** Sends a KOS response (JSON values serialised once) or a mounted node's response (text as is). */
+function send(
+  res: Response,
+  response: { status: number; headers: Record<string, string>; body: unknown },
+  raw = false,
+) {
+  res.status(response.status);
+  res.set(response.headers);
+  const wire = raw ? (response.body as string) : toWireBody(response.body);
+  res.end(typeof wire === 'string' ? wire : Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength));
+}
+
+/**
+ * KOS for Express: `app.use(kosMiddleware())`. Every request is identified (a bad or missing
+ * token is refused before the route runs) and every envelope in what the route sends through
+ * `res.json` / `res.send` is delivered in the caller's tier. The decision is in `res.locals.kos`.
+ * With no options in development it runs the embedded default from `.kos/`.
+ */
+export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMiddleware {
+  assertRuntimeOptions(options);
+  const ready = Promise.resolve(options.runtime ?? createKosRuntime(options));
+  ready.catch(() => undefined);
+
+  const middleware = async function kosExpress(req: Request, res: Response, next: NextFunction): Promise<void> {
+    let runtime: KosRuntime;
+    try {
+      runtime = await ready;
+    } catch (error) {
+      return send(res, errorOf(error));
+    }
+    const request = requestFromNode(req, req.protocol, req.originalUrl);
+    if (req.path.startsWith(`${runtime.mountPrefix}/`)) {
+      try {
+        const mounted = await runtime.handleKms({ ...request, body: await readNodeBody(req) });
+        if (mounted) return send(res, mounted, true);
+      } catch (error) {
+        return send(res, runtime.kos.errorResponse(error));
+      }
+    }
+    let decision: KosDecision;
+    let identity: Identity;
+    try {
+      ({ decision, identity } = await runtime.kos.decide(request));
+    } catch (error) {
+      return send(res, runtime.kos.errorResponse(error));
+    }
+    res.locals.kos = decision;
+    res.set(runtime.kos.decisionHeaders(decision));
+
+    const originalJson = res.json.bind(res);
+    const originalSend = res.send.bind(res);
+    const deliver = (body: unknown, fallback: (body: unknown) => Response): Response => {
+      runtime.kos
+        .deliver(request, identity, decision, { status: res.statusCode, body })
+        .then((out) => {
+          if (!out.transformed) return fallback(body);
+          send(res, out);
+        })
+        .catch((error: unknown) => send(res, runtime.kos.errorResponse(error)));
+      return res;
+    };
+    res.json = (body: unknown) => deliver(body, (value) => originalJson(value));
+    res.send = (body?: unknown) => {
+      // res.json ends in res.send with a string: only raw bytes are looked at here.
+      if (body instanceof Uint8Array)
+        return deliver(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), () => originalSend(body));
+      return originalSend(body);
+    };
+    next();
+  } as KosExpressMiddleware;
+
+  Object.defineProperties(middleware, {
+    ready: { value: ready },
+    seal: {
+      value: async (kid: string, value: unknown, sealOptions: { dataId: string }) =>
+        (await ready).kos.seal(kid, value, sealOptions),
+    },
+    close: { value: async () => (await ready).close() },
+  });
+  return middleware;
+}
+
+function errorOf(error: unknown) {
+  const body = { error: { code: 'ERR_INTERNAL', message: 'KOS failed to start' } };
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code === 'string' && code.startsWith('ERR_')) body.error.code = code;
+  return { status: 503, headers: { 'content-type': 'application/json; charset=utf-8' }, body };
+}

@@ -1,0 +1,87 @@
+import type { IncomingMessage } from 'node:http';
+import { KosError, type RequestLike } from '@kos/core';
+import type { KosRuntimeOptions } from './kos-runtime.js';
+import { missingForProduction } from './runtime-config.js';
+
+/** A Node request as KOS sees it: method, absolute URL, headers (lower-case, joined). */
+/** A request with plain string headers: usable both as RequestLike and as a KMS request. */
+export interface PlainRequest extends RequestLike {
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export function requestFromNode(req: IncomingMessage, protocol: string, path = req.url ?? '/'): PlainRequest {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return { method: req.method ?? 'GET', url: `${protocol}://${req.headers.host ?? 'localhost'}${path}`, headers };
+}
+
+/** A Web Request as KOS sees it. */
+export function requestFromWeb(request: Request): PlainRequest {
+  const headers: Record<string, string> = {};
+  request.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  return { method: request.method, url: request.url, headers };
+}
+
+/** Reads a Node request body (bounded); resolves undefined for bodiless methods. */
+export function readNodeBody(req: IncomingMessage, limit = 16 * 1024): Promise<Uint8Array | undefined> {
+  if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS' || req.method === 'DELETE') {
+    return Promise.resolve(undefined);
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(new Uint8Array(Buffer.concat(chunks))));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Checks middleware options when the middleware is created (before any request): the type of
+ * each option, and that production has a configuration (the embedded default is development
+ * only). Throws ERR_INVALID_OPTIONS listing what is missing.
+ */
+export function assertRuntimeOptions(options: unknown): asserts options is KosRuntimeOptions {
+  if (options === undefined) options = {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: options must be an object');
+  }
+  const { config, dir, env, embeddedNodes } = options as KosRuntimeOptions;
+  if (config !== undefined && (typeof config !== 'object' || config === null)) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: config must be an object');
+  }
+  if (dir !== undefined && typeof dir !== 'string')
+    throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: dir must be a path');
+  if (embeddedNodes !== undefined && (!Number.isInteger(embeddedNodes) || embeddedNodes < 3 || embeddedNodes > 16)) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: embeddedNodes must be 3–16');
+  }
+  const environment = env ?? process.env;
+  if (environment.NODE_ENV === 'production' && !environment.KOS_CONFIG) {
+    const missing = missingForProduction(config ?? {});
+    if (missing.length > 0) {
+      throw new KosError(
+        'ERR_INVALID_OPTIONS',
+        `KOS will not start in production without configuration (the embedded .kos/ default is for development only). Missing: ${missing.join('; ')}`,
+        { details: { missing } },
+      );
+    }
+  }
+}
+
+/** The bytes to send for a KOS response body: bytes as they are, JSON values serialised once. */
+export function toWireBody(body: unknown): string | Uint8Array {
+  if (body instanceof Uint8Array) return body;
+  return body === undefined ? '' : JSON.stringify(body);
+}

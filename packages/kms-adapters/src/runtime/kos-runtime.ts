@@ -1,0 +1,333 @@
+import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  type AccessControl,
+  createAccessControl,
+  createJwtIdentity,
+  createKos,
+  createTierPolicy,
+  createTokenIssuer,
+  createTokenVerifier,
+  type IdentitySource,
+  type JwtIdentityOptions,
+  KeyManager,
+  type Kos,
+  type KosDeliveryEvent,
+  KosError,
+  type MetadataStore,
+  type ShareStore,
+  type TokenIssuer,
+} from '@kos/core';
+import { type CryptoKey, createLocalJWKSet, type JSONWebKeySet, type JWK, type KeyObject, SignJWT } from 'jose';
+import { createFileMetadataStore } from '../file-metadata-store.js';
+import { createFileShareStore } from '../file-share-store.js';
+import { createHttpShareStore } from '../http-share-store.js';
+import { createKmsHandler, type KmsRequest, type KmsResponse } from '../kms-node/kms-handler.js';
+import { createMemoryMetadataStore } from '../memory-metadata-store.js';
+import { assertRuntimeOptions } from './adapter-support.js';
+import { loadOrCreateKeyPairFile, readKeyPairFile } from './key-files.js';
+import { type KosRuntimeConfig, missingForProduction, type NodeConfig } from './runtime-config.js';
+
+/** Issuer and audience of the development identity tokens minted by the embedded default. */
+export const DEV_IDENTITY_ISSUER = 'urn:kos:dev-identity';
+export const DEV_IDENTITY_AUDIENCE = 'urn:kos:dev-app';
+export const DEFAULT_MOUNT_PREFIX = '/kos/kms';
+
+export interface KosRuntimeOptions {
+  /** Explicit configuration. Omit in development for the embedded default. */
+  readonly config?: KosRuntimeConfig;
+  /** Folder of the embedded default (default `.kos` in the working directory). */
+  readonly dir?: string;
+  /** Environment (default `process.env`): `NODE_ENV=production` forbids the embedded default. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Nodes of the embedded default (default 5). */
+  readonly embeddedNodes?: number;
+  readonly onEvent?: (event: KosDeliveryEvent) => void;
+}
+
+export interface DevTokenRequest {
+  readonly clientId: string;
+  readonly score: number;
+  readonly ttlSeconds?: number;
+  /** The client's public key, put in `cnf.jwk` (high-tier DEKs are then wrapped to it, grants bound to it). */
+  readonly publicJwk?: JWK;
+}
+
+export interface KosRuntime {
+  readonly kos: Kos;
+  readonly mode: 'embedded' | 'configured';
+  /** Where in-process KMS nodes are mounted (requests under it go to `handleKms`). */
+  readonly mountPrefix: string;
+  /** Answers a request for a mounted KMS node, or resolves undefined if the path is not one. */
+  handleKms(request: KmsRequest): Promise<KmsResponse | undefined>;
+  /** Embedded default only: signs a development identity token. */
+  mintDevToken?(request: DevTokenRequest): Promise<string>;
+  close(): Promise<void>;
+}
+
+interface Built {
+  stores: ShareStore[];
+  publicUrls: Map<string, string>;
+  mounted: Map<string, (request: KmsRequest) => Promise<KmsResponse>>;
+  closers: Array<() => Promise<unknown>>;
+}
+
+function readPem(value: string | undefined, file: string | undefined): string | undefined {
+  return value ?? (file ? readFileSync(file, 'utf8') : undefined);
+}
+
+async function openRedis(url: string) {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(url, { maxRetriesPerRequest: 2, enableOfflineQueue: false, lazyConnect: true });
+  await redis.connect();
+  return redis;
+}
+
+async function buildMetadata(config: KosRuntimeConfig['metadata'], closers: Built['closers']): Promise<MetadataStore> {
+  if (!config) throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: metadata is required');
+  if ('getKey' in config) return config;
+  switch (config.kind) {
+    case 'file':
+      return createFileMetadataStore({ dir: config.dir });
+    case 'memory':
+      return createMemoryMetadataStore();
+    case 'redis': {
+      const redis = await openRedis(config.url);
+      closers.push(() => redis.quit());
+      const { createRedisMetadataStore } = await import('../redis/redis-metadata-store.js');
+      return createRedisMetadataStore({ redis, keyPrefix: 'kos:', requirePersistence: 'refuse' });
+    }
+  }
+}
+
+async function buildNodes(
+  nodes: readonly NodeConfig[],
+  tokens: TokenIssuer,
+  verifierKey: CryptoKey | KeyObject,
+  issuer: string,
+  prefix: string,
+): Promise<Built> {
+  const built: Built = { stores: [], publicUrls: new Map(), mounted: new Map(), closers: [] };
+  for (const node of nodes) {
+    const zone = node.zone === undefined ? {} : { zone: node.zone };
+    if ('store' in node) {
+      built.stores.push(node.store);
+      built.publicUrls.set(node.nodeId, node.publicUrl);
+      continue;
+    }
+    if (node.kind === 'http') {
+      const ca = readPem(node.ca, node.caFile);
+      const cert = readPem(node.cert, node.certFile);
+      const key = readPem(node.key, node.keyFile);
+      const store = createHttpShareStore({
+        nodeId: node.nodeId,
+        ...zone,
+        baseUrl: node.url,
+        tokens,
+        ...(ca ? { ca } : {}),
+        ...(cert ? { cert } : {}),
+        ...(key ? { key } : {}),
+      });
+      built.stores.push(store);
+      built.closers.push(() => store.close?.() ?? Promise.resolve());
+      built.publicUrls.set(node.nodeId, node.publicUrl ?? node.url);
+      continue;
+    }
+    let store: ShareStore;
+    let replay: MetadataStore;
+    if (node.kind === 'file') {
+      store = createFileShareStore({ nodeId: node.nodeId, ...zone, dir: join(node.dir, 'shares') });
+      replay = createFileMetadataStore({ dir: join(node.dir, 'replay') });
+    } else {
+      const redis = await openRedis(node.url);
+      built.closers.push(() => redis.quit());
+      const { createRedisShareStore } = await import('../redis/redis-share-store.js');
+      const { createRedisMetadataStore } = await import('../redis/redis-metadata-store.js');
+      const keyPrefix = `kos:kms:${node.nodeId}:`;
+      store = createRedisShareStore({ nodeId: node.nodeId, ...zone, redis, keyPrefix, requirePersistence: 'refuse' });
+      replay = createRedisMetadataStore({ redis, keyPrefix: `${keyPrefix}replay:`, requirePersistence: 'refuse' });
+    }
+    const verifier = createTokenVerifier({ nodeId: node.nodeId, issuer, keys: verifierKey });
+    built.stores.push(store);
+    built.publicUrls.set(node.nodeId, `${prefix}/${node.nodeId}`);
+    built.mounted.set(node.nodeId, createKmsHandler({ nodeId: node.nodeId, store, verifier, replay }));
+  }
+  return built;
+}
+
+function buildIdentity(config: NonNullable<KosRuntimeConfig['identity']>): IdentitySource {
+  if ('identify' in config && typeof config.identify === 'function') return config;
+  const options = config as Omit<JwtIdentityOptions, 'key'> & { key?: JwtIdentityOptions['key']; jwksFile?: string };
+  const key =
+    options.key ??
+    (options.jwksFile
+      ? createLocalJWKSet(JSON.parse(readFileSync(options.jwksFile, 'utf8')) as JSONWebKeySet)
+      : undefined);
+  if (!key) throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: identity needs key or jwksFile');
+  return createJwtIdentity({ ...options, key });
+}
+
+/** Reads a JSON configuration file (`KOS_CONFIG`); `…File` paths in it are relative to the file. */
+export function loadKosConfigFile(path: string): KosRuntimeConfig {
+  let parsed: KosRuntimeConfig;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8')) as KosRuntimeConfig;
+  } catch (error) {
+    throw new KosError('ERR_INVALID_OPTIONS', `cannot read the KOS configuration ${path}`, { cause: error });
+  }
+  const base = resolve(path, '..');
+  const at = (file: string | undefined) => (file === undefined ? undefined : resolve(base, file));
+  const identity = parsed.identity as { jwksFile?: string } | undefined;
+  return {
+    ...parsed,
+    ...(parsed.signingKeyFile ? { signingKeyFile: at(parsed.signingKeyFile) as string } : {}),
+    ...(identity?.jwksFile
+      ? { identity: { ...(parsed.identity as object), jwksFile: at(identity.jwksFile) } as never }
+      : {}),
+    ...(parsed.metadata && 'kind' in parsed.metadata && parsed.metadata.kind === 'file'
+      ? { metadata: { kind: 'file' as const, dir: at(parsed.metadata.dir) as string } }
+      : {}),
+    nodes: (parsed.nodes ?? []).map((node) => {
+      if ('kind' in node && node.kind === 'file') return { ...node, dir: at(node.dir) as string };
+      if ('kind' in node && node.kind === 'http') {
+        return {
+          ...node,
+          caFile: at(node.caFile),
+          certFile: at(node.certFile),
+          keyFile: at(node.keyFile),
+        } as NodeConfig;
+      }
+      return node;
+    }),
+  };
+}
+
+/** The embedded default's configuration, creating `.kos/` (keys 0600, metadata, file nodes) on first use. */
+async function embeddedConfig(dir: string, nodeCount: number) {
+  await mkdir(join(dir, 'keys'), { recursive: true, mode: 0o700 });
+  const signing = await loadOrCreateKeyPairFile(join(dir, 'keys', 'kos-signing.jwk.json'), 'kos-dev-signing');
+  const devIdentity = await loadOrCreateKeyPairFile(join(dir, 'keys', 'dev-identity.jwk.json'), 'kos-dev-identity');
+  const config: KosRuntimeConfig = {
+    issuer: 'urn:kos:dev',
+    signingKey: signing.privateKey,
+    identity: {
+      key: devIdentity.publicKey,
+      algorithms: ['EdDSA'],
+      issuer: DEV_IDENTITY_ISSUER,
+      audience: DEV_IDENTITY_AUDIENCE,
+    },
+    metadata: { kind: 'file', dir: join(dir, 'metadata') },
+    nodes: Array.from({ length: nodeCount }, (_, i) => ({
+      nodeId: `node-${i + 1}`,
+      kind: 'file' as const,
+      dir: join(dir, 'nodes', `node-${i + 1}`),
+    })),
+    access: { defaultDeny: false },
+    autoCreateKeys: true,
+  };
+  const mintDevToken = async (request: DevTokenRequest) => {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({
+      trust_score: request.score,
+      ...(request.publicJwk ? { cnf: { jwk: request.publicJwk } } : {}),
+    })
+      .setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: 'kos-dev-identity' })
+      .setIssuer(DEV_IDENTITY_ISSUER)
+      .setAudience(DEV_IDENTITY_AUDIENCE)
+      .setSubject(request.clientId)
+      .setIssuedAt(now)
+      .setExpirationTime(now + (request.ttlSeconds ?? 3600))
+      .sign(devIdentity.privateKey);
+  };
+  return { config, signing, mintDevToken };
+}
+
+/**
+ * Builds a running KOS from configuration — or, in development with no configuration, from a
+ * local `.kos/` folder (dev keys, dev token issuer, file metadata, five file-backed KMS nodes
+ * mounted on the app), so all three tiers work in one process. With `NODE_ENV=production` and
+ * no configuration it refuses to start and lists what is missing. `KOS_CONFIG=path.json`
+ * loads the configuration from a file, so adapters (file, Redis, HTTP) swap without code.
+ */
+export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise<KosRuntime> {
+  const env = options.env ?? process.env;
+  let config = options.config ?? (env.KOS_CONFIG ? loadKosConfigFile(env.KOS_CONFIG) : undefined);
+  let mintDevToken: KosRuntime['mintDevToken'];
+  let signingPublic: CryptoKey | KeyObject | undefined;
+  if (!config) {
+    assertRuntimeOptions(options);
+    const embedded = await embeddedConfig(resolve(options.dir ?? '.kos'), options.embeddedNodes ?? 5);
+    config = embedded.config;
+    mintDevToken = embedded.mintDevToken;
+    signingPublic = embedded.signing.publicKey;
+  }
+  const missing = missingForProduction(config);
+  if (missing.length > 0) {
+    throw new KosError('ERR_INVALID_OPTIONS', `KOS configuration is incomplete. Missing: ${missing.join('; ')}`, {
+      details: { missing },
+    });
+  }
+  let signingKey = config.signingKey;
+  if (!signingKey) {
+    const pair = await readKeyPairFile(config.signingKeyFile as string);
+    signingKey = pair.privateKey;
+    signingPublic = pair.publicKey;
+  }
+  const issuer = config.issuer as string;
+  const prefix = (config.mountPrefix ?? DEFAULT_MOUNT_PREFIX).replace(/\/+$/, '');
+  const tokens = createTokenIssuer({ issuer, privateKey: signingKey });
+  const closers: Built['closers'] = [];
+  const metadata = await buildMetadata(config.metadata, closers);
+  const needsVerifier = (config.nodes ?? []).some((node) => 'kind' in node && node.kind !== 'http');
+  if (needsVerifier && !signingPublic) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: in-process nodes need signingKeyFile (to verify grants)');
+  }
+  const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix);
+  closers.push(...built.closers);
+  const tiers = createTierPolicy(config.tiers);
+  const keys = new KeyManager({
+    metadata,
+    nodes: built.stores,
+    tierPolicy: tiers,
+    ...(config.systemShares ? { systemShares: config.systemShares } : {}),
+  });
+  const access: AccessControl =
+    config.access && 'assertAllowed' in config.access
+      ? config.access
+      : createAccessControl({
+          metadata,
+          defaultDeny: (config.access as { defaultDeny?: boolean })?.defaultDeny ?? true,
+        });
+  const kos = createKos({
+    keys,
+    identity: buildIdentity(config.identity as NonNullable<KosRuntimeConfig['identity']>),
+    access,
+    tokens,
+    nodes: built.publicUrls,
+    tiers,
+    ...(config.autoCreateKeys ? { autoCreateKeys: true } : {}),
+    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+  });
+
+  return {
+    kos,
+    mode: mintDevToken ? 'embedded' : 'configured',
+    mountPrefix: prefix,
+    async handleKms(request) {
+      const path = request.path ?? new URL(request.url).pathname;
+      if (!path.startsWith(`${prefix}/`)) return undefined;
+      const rest = path.slice(prefix.length + 1);
+      const slash = rest.indexOf('/');
+      const nodeId = slash === -1 ? rest : rest.slice(0, slash);
+      const handler = built.mounted.get(nodeId);
+      if (!handler) return undefined;
+      return handler({ ...request, path: slash === -1 ? '/' : rest.slice(slash) });
+    },
+    ...(mintDevToken ? { mintDevToken } : {}),
+    async close() {
+      for (const close of closers.reverse()) await close().catch(() => undefined);
+      await metadata.close?.();
+    },
+  };
+}
