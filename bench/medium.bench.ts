@@ -23,30 +23,17 @@ import { join } from 'node:path';
 import {
   createMediumReference,
   createTokenIssuer,
-  createWebCryptoProvider,
-  decodeEnvelope,
-  decodeShareBody,
   encodeEnvelope,
   equalBytes,
-  fromBase64url,
   GRANT_TYP,
-  gatherFirst,
-  KosError,
-  keyCheckValue,
-  openWithKey,
-  ShareRejected,
-  type ShareSetRecord,
   type ShareStore,
   type StoredShare,
   toBase64url,
-  verifyShare,
-  wipe,
 } from '@kos/core';
 import { createOpener, type MediumKeyReference } from '@kos/core/client';
 import { createFileShareStore, createMemoryShareStore, createRedisShareStore } from '@kos/kms-adapters';
 import { Redis } from 'ioredis';
 import { generateKeyPair, SignJWT } from 'jose';
-import { combine } from 'shamir-secret-sharing';
 import { getGlobalDispatcher } from 'undici';
 import { type KmsCluster, startKmsCluster } from '../test-support/kms-cluster.js';
 import { type RedisServer, startRedisServer } from '../test-support/redis-server.js';
@@ -138,95 +125,29 @@ function withStalledFirst(reference: MediumKeyReference, stalledOrigin: string):
   };
 }
 
-// ------------------------------------------------------------------ eager prototype
-
-/**
- * PROTOTYPE, bench-local (not library code): what `createOpener` would do if it started k+1
- * fetches at once instead of k (hedging as before), and stopped at the first k good shares.
- * Built from the library's own exported pieces (gatherFirst, verifyShare, keyCheckValue,
- * openWithKey), so only the number of initial fetches differs. Bearer grants only (no DPoP).
- */
-async function openEager(
-  fetchImpl: typeof fetch,
-  reference: MediumKeyReference,
-  envelope: unknown,
-  options: { hedgeAfterMs: number; timeoutMs: number; extra: number },
-): Promise<Uint8Array> {
-  const crypto = webCrypto;
-  const set: ShareSetRecord = {
-    setId: reference.setId,
-    kid: reference.kid,
-    version: reference.ver,
-    owner: '',
-    n: reference.shares.length,
-    k: reference.k,
-    placements: reference.shares.map(({ nodeId, shareId, x, digest }) => ({ nodeId, shareId, x, digest })),
-    createdAt: 0,
-  };
-  const urls = new Map(reference.shares.map((share) => [share.shareId, share.url]));
-  const stop = new AbortController();
-  const good: Uint8Array[] = [];
-  await gatherFirst(
-    set.placements,
-    Math.min(set.n, set.k + options.extra),
-    async (placement, signal) => {
-      const response = await fetchImpl(urls.get(placement.shareId) as string, {
-        method: 'GET',
-        headers: { accept: 'application/json', authorization: `Bearer ${reference.grant}` },
-        signal,
-      });
-      const body = (await response.json()) as { share?: unknown };
-      if (!response.ok)
-        throw new KosError('ERR_KMS_BAD_STATUS', `node ${placement.nodeId} answered ${response.status}`);
-      const candidate = decodeShareBody(body.share, 'ERR_KMS_BAD_BODY');
-      const reason = await verifyShare(crypto, set, placement, candidate);
-      if (reason) throw new ShareRejected(reason);
-      if (good.length < set.k) good.push(candidate.value);
-      // k good shares: end the gather now (it was asked for k + extra), aborting the rest.
-      if (good.length >= set.k) stop.abort();
-      return candidate.value;
-    },
-    { hedgeAfterMs: options.hedgeAfterMs, timeoutMs: options.timeoutMs, signal: stop.signal },
-  );
-  if (good.length < set.k) throw new KosError('ERR_SHARES_INSUFFICIENT', 'prototype: not enough good shares');
-  const dek = await combine(good.map((value) => new Uint8Array(value)));
-  wipe(...good);
-  try {
-    if (!equalBytes(await keyCheckValue(crypto, dek, set.kid, set.version), fromBase64url(reference.kcv, 'kcv'))) {
-      throw new KosError('ERR_KEY_CHECK_FAILED', 'prototype: key check failed');
-    }
-    return await openWithKey({ crypto, key: dek, envelope: decodeEnvelope(envelope) });
-  } finally {
-    wipe(dek);
-  }
-}
-
-const webCrypto = createWebCryptoProvider();
-
 // ------------------------------------------------------------------ reads
 
 interface ReadConfig {
   readonly id: string;
   readonly label: string;
-  readonly opener: 'library' | 'eager-k+1';
   readonly hedgeAfterMs: number;
+  /** Share requests started beyond k (createOpener's `extraFetches`). */
+  readonly extraFetches: number;
   /** The issue-3 target is checked on this one; the others are reported for information. */
   readonly primary: boolean;
 }
 
 const READ_CONFIGS: readonly ReadConfig[] = [
-  { id: 'lib-h75', label: 'createOpener, hedge 75 ms', opener: 'library', hedgeAfterMs: 75, primary: true },
-  { id: 'lib-h25', label: 'createOpener, hedge 25 ms', opener: 'library', hedgeAfterMs: 25, primary: false },
-  { id: 'lib-h10', label: 'createOpener, hedge 10 ms', opener: 'library', hedgeAfterMs: 10, primary: false },
-  // A hedge timer of 0 fires right after the first k fetches start, so every read asks all n nodes.
-  { id: 'lib-h0', label: 'createOpener, hedge 0 ms', opener: 'library', hedgeAfterMs: 0, primary: false },
+  // The library defaults: one spare request from the start, hedge after 300 ms.
   {
-    id: 'eager-h75',
-    label: 'prototype k+1 first, hedge 75 ms',
-    opener: 'eager-k+1',
-    hedgeAfterMs: 75,
-    primary: false,
+    id: 'default',
+    label: 'createOpener defaults (k+1 first, hedge 300 ms)',
+    hedgeAfterMs: 300,
+    extraFetches: 1,
+    primary: true,
   },
+  { id: 'k-h75', label: 'k first (extraFetches 0), hedge 75 ms', hedgeAfterMs: 75, extraFetches: 0, primary: false },
+  { id: 'k-h10', label: 'k first (extraFetches 0), hedge 10 ms', hedgeAfterMs: 10, extraFetches: 0, primary: false },
 ];
 
 interface ReadCase {
@@ -243,7 +164,7 @@ interface ReadResult {
   readonly id: string;
   readonly config: string;
   readonly label: string;
-  readonly opener: ReadConfig['opener'];
+  readonly extraFetches: number;
   readonly hedgeAfterMs: number;
   readonly timeoutMs: number;
   readonly stalled: boolean;
@@ -310,18 +231,14 @@ async function runReads(cluster: KmsCluster): Promise<{ reads: ReadResult[]; tar
     const plain = await reference();
     const refMs = performance.now() - start;
     const ref = c.stalled ? withStalledFirst(plain, stalledNode.origin) : plain;
-    let out: Uint8Array;
-    if (c.config.opener === 'library') {
-      const opener = createOpener({ fetch: countingFetch, timeoutMs: TIMEOUT_MS, hedgeAfterMs: c.config.hedgeAfterMs });
-      out = await opener.open({ envelope, key: ref });
-      opener.dispose();
-    } else {
-      out = await openEager(countingFetch, ref, envelope, {
-        hedgeAfterMs: c.config.hedgeAfterMs,
-        timeoutMs: TIMEOUT_MS,
-        extra: 1,
-      });
-    }
+    const opener = createOpener({
+      fetch: countingFetch,
+      timeoutMs: TIMEOUT_MS,
+      hedgeAfterMs: c.config.hedgeAfterMs,
+      extraFetches: c.config.extraFetches,
+    });
+    const out = await opener.open({ envelope, key: ref });
+    opener.dispose();
     return { ms: performance.now() - start, refMs, out };
   }
 
@@ -375,7 +292,7 @@ async function runReads(cluster: KmsCluster): Promise<{ reads: ReadResult[]; tar
       id: c.id,
       config: c.config.id,
       label: c.config.label,
-      opener: c.config.opener,
+      extraFetches: c.config.extraFetches,
       hedgeAfterMs: c.config.hedgeAfterMs,
       timeoutMs: TIMEOUT_MS,
       stalled: c.stalled,

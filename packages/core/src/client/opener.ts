@@ -46,6 +46,11 @@ export interface OpenerOptions {
   readonly timeoutMs?: number;
   /** Ask one more node when one has not answered after this long (default 300 ms). */
   readonly hedgeAfterMs?: number;
+  /**
+   * Share requests sent beyond k from the start (default 1), so one stalled node costs no
+   * waiting; the surplus is aborted once k shares are verified.
+   */
+  readonly extraFetches?: number;
   /** The client's key pair, when its token names one (`cnf.jwk`). */
   readonly clientKey?: ClientKeyPair;
   /** AEAD implementation (default: WebCrypto, @noble where WebCrypto is missing). */
@@ -113,6 +118,7 @@ export function createOpener(options: OpenerOptions = {}): Opener {
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   const timeoutMs = options.timeoutMs ?? 3000;
   const hedgeAfterMs = options.hedgeAfterMs ?? 300;
+  const extraAttempts = options.extraFetches ?? 1;
   const crypto = options.crypto ?? createWebCryptoProvider();
   const keys = new Map<string, Promise<Uint8Array>>();
   let lastFailures: readonly ShareFailure[] = [];
@@ -184,6 +190,7 @@ export function createOpener(options: OpenerOptions = {}): Opener {
         kcv: reference.kcv,
         timeoutMs,
         hedgeAfterMs,
+        extraAttempts,
         fetch: (placement, signal) => fetchShare(reference, placement, urls.get(placement.shareId) as string, signal),
         classify: (error) => {
           const nodeCode = isKosError(error) ? error.details?.nodeCode : undefined;

@@ -518,6 +518,7 @@ export class KeyManager {
         kcv,
         timeoutMs: this.#shareTimeoutMs,
         hedgeAfterMs: this.#hedgeAfterMs,
+        extraAttempts: 1,
         fetch: async (placement, signal) => {
           const node = this.#nodes.get(placement.nodeId);
           if (!node) throw new KosError('ERR_STORE_IO', 'node is not configured');

@@ -1,11 +1,16 @@
 /**
- * Runs attempts over a list of sources until `need` succeed: `need` start at once, each
+ * Runs attempts over a list of sources until `need` succeed: `need` (plus `extraAttempts`) start at once, each
  * failure starts the next source, a source slower than `hedgeAfterMs` gets a backup
  * started beside it, and as soon as `need` have succeeded every other attempt is aborted.
  * Used for share fetching on the server and in the browser opener (DESIGN invariant 16).
  */
 
 export interface GatherOptions {
+  /**
+   * Attempts kept in flight beyond `need` (default 0). One spare means a single stalled source
+   * costs nothing, at the price of one more request per gather.
+   */
+  readonly extraAttempts?: number | undefined;
   /** Start one more source when an attempt has not settled after this long (default: never). */
   readonly hedgeAfterMs?: number | undefined;
   /** Abort an attempt that has not settled after this long (default: never). */
@@ -30,6 +35,7 @@ export function gatherFirst<S, T>(
   attempt: (source: S, signal: AbortSignal) => Promise<T>,
   options: GatherOptions = {},
 ): Promise<GatherResult<S, T>> {
+  const extra = Math.max(0, Math.floor(options.extraAttempts ?? 0));
   return new Promise((resolve) => {
     const successes: Array<{ source: S; value: T }> = [];
     const failures: Array<{ source: S; error: unknown }> = [];
@@ -52,8 +58,8 @@ export function gatherFirst<S, T>(
     const settleCheck = () => {
       if (successes.length >= need) return finish();
       if (running.size === 0 && next >= sources.length) return finish();
-      // Keep enough attempts in flight to still reach `need`.
-      while (!done && running.size + successes.length < need && next < sources.length) start();
+      // Keep enough attempts in flight to still reach `need` (plus the spares).
+      while (!done && running.size + successes.length < need + extra && next < sources.length) start();
       if (running.size === 0 && next >= sources.length) finish();
     };
 
