@@ -1,0 +1,6 @@
+export {
+  type KosHonoMiddleware,
+  type KosMiddlewareOptions,
+  type KosVariables,
+  kosMiddleware,
+} from './kos-middleware.js';

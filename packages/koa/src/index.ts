@@ -1,0 +1,1 @@
+export { type KosKoaMiddleware, type KosMiddlewareOptions, type KosState, kosMiddleware } from './kos-middleware.js';

@@ -1,0 +1,108 @@
+import type { Identity, KosDecision } from '@kos/core';
+import {
+  assertRuntimeOptions,
+  createKosRuntime,
+  type KosRuntime,
+  type KosRuntimeOptions,
+  readNodeBody,
+  requestFromNode,
+  toWireBody,
+} from '@kos/kms-adapters';
+import type { Context, Middleware, Next } from 'koa';
+
+export interface KosMiddlewareOptions extends KosRuntimeOptions {
+  /** A runtime built elsewhere (shared by several apps); other options are then ignored. */
+  readonly runtime?: KosRuntime | Promise<KosRuntime>;
+}
+
+/** State the middleware sets: `ctx.state.kos` is the decision. */
+export interface KosState {
+  kos: KosDecision;
+}
+
+export type KosKoaMiddleware = Middleware<KosState> & {
+  /** Resolves once KOS is ready (rejects with the start-up error). */
+  readonly ready: Promise<KosRuntime>;
+  /** Seals a JSON value for a write route; store what it returns. */
+  seal(kid: string, value: unknown, options: { dataId: string }): Promise<unknown>;
+  close(): Promise<void>;
+};
+
+function respond(
+  ctx: Context,
+  response: { status: number; headers: Record<string, string>; body: unknown },
+  raw = false,
+) {
+  ctx.status = response.status;
+  ctx.set(response.headers);
+  const wire = raw ? (response.body as string) : toWireBody(response.body);
+  ctx.body = typeof wire === 'string' ? wire : Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength);
+}
+
+/** What a route set as body, as KOS reads it: JSON values and envelope bytes; streams are not looked at. */
+function routeBody(body: unknown): unknown {
+  if (Buffer.isBuffer(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  if (body === null || body === undefined || typeof body !== 'object') return body;
+  if (typeof (body as { pipe?: unknown }).pipe === 'function') return undefined;
+  return body;
+}
+
+/**
+ * KOS for Koa: `app.use(kosMiddleware())`. Every request is identified (a bad or missing token
+ * is refused before the route runs) and every envelope in `ctx.body` is delivered in the
+ * caller's tier. The decision is `ctx.state.kos`.
+ */
+export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddleware {
+  assertRuntimeOptions(options);
+  const ready = Promise.resolve(options.runtime ?? createKosRuntime(options));
+  ready.catch(() => undefined);
+
+  const middleware = async function kosKoa(ctx: Context, next: Next): Promise<void> {
+    let runtime: KosRuntime;
+    try {
+      runtime = await ready;
+    } catch (error) {
+      const code = (error as { code?: unknown })?.code;
+      const errorCode = typeof code === 'string' && code.startsWith('ERR_') ? code : 'ERR_INTERNAL';
+      return respond(ctx, {
+        status: 503,
+        headers: { 'content-type': 'application/json; charset=utf-8' },
+        body: { error: { code: errorCode, message: 'KOS failed to start' } },
+      });
+    }
+    const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
+    if (ctx.path.startsWith(`${runtime.mountPrefix}/`)) {
+      try {
+        const mounted = await runtime.handleKms({ ...request, body: await readNodeBody(ctx.req) });
+        if (mounted) return respond(ctx, mounted, true);
+      } catch (error) {
+        return respond(ctx, runtime.kos.errorResponse(error));
+      }
+    }
+    let decision: KosDecision;
+    let identity: Identity;
+    try {
+      ({ decision, identity } = await runtime.kos.decide(request));
+    } catch (error) {
+      return respond(ctx, runtime.kos.errorResponse(error));
+    }
+    ctx.state.kos = decision;
+    await next();
+    const out = await runtime.kos.deliver(request, identity, decision, {
+      status: ctx.status,
+      body: routeBody(ctx.body),
+    });
+    if (!out.transformed) {
+      ctx.set(out.headers);
+      return;
+    }
+    respond(ctx, out);
+  };
+
+  return Object.assign(middleware, {
+    ready,
+    seal: async (kid: string, value: unknown, sealOptions: { dataId: string }) =>
+      (await ready).kos.seal(kid, value, sealOptions),
+    close: async () => (await ready).close(),
+  }) as KosKoaMiddleware;
+}
