@@ -1,7 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -71,17 +71,25 @@ export interface RedisCluster {
   stop(): Promise<void>;
 }
 
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** Kills every server still running when the test process exits, so none outlives it. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of liveChildren) child.kill('SIGKILL');
-  });
-}
+/**
+ * Runs redis-server under a small `sh` watchdog: the watchdog prints redis's pid, waits for it
+ * and exits with its status; and when this test process dies in any way (even SIGKILL of a
+ * test worker) the watchdog's stdin pipe closes and it kills redis-server, so no server
+ * outlives the tests that started it.
+ */
+const WATCHDOG_SCRIPT = `
+exec 3<&0
+"$@" </dev/null &
+pid=$!
+echo "kos-redis-pid $pid"
+( while read -r _ <&3; do :; done; kill -KILL "$pid" 2>/dev/null ) &
+watcher=$!
+wait "$pid"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
+`;
+const PID_LINE = /kos-redis-pid (\d+)/;
 
 function isExecutable(path: string): boolean {
   try {
@@ -202,7 +210,6 @@ function delay(ms: number): Promise<void> {
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer | undefined> {
   const binary = findRedisServerBinary();
   if (binary === undefined) return undefined;
-  installExitHook();
   const ownsDir = options.dir === undefined;
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'kos-redis-')));
   const persistence = options.persistence ?? 'none';
@@ -210,8 +217,19 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   let child: ChildProcess | undefined;
   let output = '';
   let port = 0;
+  let redisPid: number | undefined;
 
   const isRunning = (): boolean => child !== undefined && child.exitCode === null && child.signalCode === null;
+
+  /** Sends `signal` to redis-server itself (not to its watchdog). */
+  function signalRedis(signal: NodeJS.Signals): void {
+    if (redisPid === undefined || !isRunning()) return;
+    try {
+      process.kill(redisPid, signal);
+    } catch {
+      // Already gone.
+    }
+  }
 
   async function launch(): Promise<boolean> {
     const args = [
@@ -233,22 +251,35 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       '',
       ...extraArgs,
     ];
-    const started = spawn(binary as string, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const started = spawn('/bin/sh', ['-c', WATCHDOG_SCRIPT, 'kos-redis-watchdog', binary as string, ...args], {
+      cwd: dir,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     child = started;
-    liveChildren.add(started);
-    started.on('exit', () => liveChildren.delete(started));
+    redisPid = undefined;
+    let head = '';
     const collect = (chunk: Buffer): void => {
-      output = (output + chunk.toString('utf8')).slice(-MAX_LOG_CHARS);
+      const text = chunk.toString('utf8');
+      output = (output + text).slice(-MAX_LOG_CHARS);
+      if (redisPid !== undefined || started !== child) return;
+      head += text;
+      const pid = PID_LINE.exec(head)?.[1];
+      if (pid !== undefined) redisPid = Number(pid);
     };
     started.stdout?.on('data', collect);
     started.stderr?.on('data', collect);
+    // A server the tests forgot to stop must not keep this process alive; the watchdog still
+    // kills it when this process exits.
+    started.unref();
+    for (const stream of [started.stdin, started.stdout, started.stderr]) (stream as Partial<Socket> | null)?.unref?.();
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (Date.now() < deadline) {
       if (!isRunning()) return false;
       const reply = await sendRedisCommand(port, ['PING']);
-      if (reply?.startsWith('+PONG') && isRunning()) return true;
+      if (reply?.startsWith('+PONG') && isRunning() && redisPid !== undefined) return true;
       await delay(PROBE_INTERVAL_MS);
     }
+    signalRedis('SIGKILL');
     started.kill('SIGKILL');
     await waitForExit(started);
     throw new Error(`redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms:\n${output}`);
@@ -257,8 +288,8 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   async function terminate(): Promise<void> {
     const running = child;
     if (running === undefined || !isRunning()) return;
-    running.kill('SIGTERM');
-    const timer = setTimeout(() => running.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    signalRedis('SIGTERM');
+    const timer = setTimeout(() => signalRedis('SIGKILL'), STOP_TIMEOUT_MS);
     await waitForExit(running);
     clearTimeout(timer);
   }
@@ -288,7 +319,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     async kill(signal: NodeJS.Signals = 'SIGKILL') {
       const running = child;
       if (running === undefined || !isRunning()) return;
-      running.kill(signal);
+      signalRedis(signal);
       await waitForExit(running);
     },
     async restart() {

@@ -47,6 +47,7 @@ export {
   toWireBody,
 } from './runtime/adapter-support.js';
 export {
+  createDevTokenMinter,
   createKosRuntime,
   DEFAULT_MOUNT_PREFIX,
   DEV_IDENTITY_AUDIENCE,

@@ -51,7 +51,7 @@ export interface DevTokenRequest {
   readonly score: number;
   readonly ttlSeconds?: number;
   /** The client's public key, put in `cnf.jwk` (high-tier DEKs are then wrapped to it, grants bound to it). */
-  readonly publicJwk?: JWK;
+  readonly publicJwk?: JWK | undefined;
 }
 
 export interface KosRuntime {
@@ -203,6 +203,39 @@ export function loadKosConfigFile(path: string): KosRuntimeConfig {
   };
 }
 
+function devTokenMinter(privateKey: CryptoKey): (request: DevTokenRequest) => Promise<string> {
+  return async (request) => {
+    if (typeof request.clientId !== 'string' || typeof request.score !== 'number') {
+      throw new KosError('ERR_INVALID_ARGUMENT', 'a dev token needs a clientId and a numeric score');
+    }
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({
+      trust_score: request.score,
+      ...(request.publicJwk ? { cnf: { jwk: request.publicJwk } } : {}),
+    })
+      .setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: 'kos-dev-identity' })
+      .setIssuer(DEV_IDENTITY_ISSUER)
+      .setAudience(DEV_IDENTITY_AUDIENCE)
+      .setSubject(request.clientId)
+      .setIssuedAt(now)
+      .setExpirationTime(now + (request.ttlSeconds ?? 3600))
+      .sign(privateKey);
+  };
+}
+
+/**
+ * Development identity tokens for the embedded default in `dir` (default `.kos`): the same
+ * issuer the embedded middleware trusts. Never available in a configured deployment.
+ */
+export async function createDevTokenMinter(dir = '.kos'): Promise<(request: DevTokenRequest) => Promise<string>> {
+  await mkdir(join(resolve(dir), 'keys'), { recursive: true, mode: 0o700 });
+  const devIdentity = await loadOrCreateKeyPairFile(
+    join(resolve(dir), 'keys', 'dev-identity.jwk.json'),
+    'kos-dev-identity',
+  );
+  return devTokenMinter(devIdentity.privateKey);
+}
+
 /** The embedded default's configuration, creating `.kos/` (keys 0600, metadata, file nodes) on first use. */
 async function embeddedConfig(dir: string, nodeCount: number) {
   await mkdir(join(dir, 'keys'), { recursive: true, mode: 0o700 });
@@ -226,20 +259,7 @@ async function embeddedConfig(dir: string, nodeCount: number) {
     access: { defaultDeny: false },
     autoCreateKeys: true,
   };
-  const mintDevToken = async (request: DevTokenRequest) => {
-    const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({
-      trust_score: request.score,
-      ...(request.publicJwk ? { cnf: { jwk: request.publicJwk } } : {}),
-    })
-      .setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: 'kos-dev-identity' })
-      .setIssuer(DEV_IDENTITY_ISSUER)
-      .setAudience(DEV_IDENTITY_AUDIENCE)
-      .setSubject(request.clientId)
-      .setIssuedAt(now)
-      .setExpirationTime(now + (request.ttlSeconds ?? 3600))
-      .sign(devIdentity.privateKey);
-  };
+  const mintDevToken = devTokenMinter(devIdentity.privateKey);
   return { config, signing, mintDevToken };
 }
 

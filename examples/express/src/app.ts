@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { browserAssets } from '@kos/example-shared';
+import { type KosMiddlewareOptions, kosMiddleware } from '@kos/express';
+import express from 'express';
+
+/**
+ * The records API, protected by KOS. Routes keep storing and returning sealed envelopes; the
+ * middleware turns each response into the caller's tier. Identical routes in examples/hono
+ * and examples/koa.
+ */
+export async function createApp(options: KosMiddlewareOptions = {}) {
+  const kos = kosMiddleware(options);
+  const runtime = await kos.ready;
+  const records = new Map<string, { id: string; data: unknown }>();
+  const app = express();
+  app.disable('x-powered-by');
+
+  // Public routes, before KOS.
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/', async (_req, res) => {
+    res.type('html').send((await browserAssets()).html);
+  });
+  app.get('/app.js', async (_req, res) => {
+    res.type('js').send((await browserAssets()).script);
+  });
+  if (runtime.mintDevToken) {
+    // Development only (embedded default): hands out identity tokens for any score. A
+    // configured deployment has no such route: tokens come from your identity provider.
+    const mint = runtime.mintDevToken;
+    app.post('/dev/token', express.json({ limit: '4kb' }), async (req, res) => {
+      const { clientId, score, publicJwk } = req.body ?? {};
+      try {
+        res.json({ token: await mint({ clientId, score, publicJwk }) });
+      } catch {
+        res
+          .status(400)
+          .json({ error: { code: 'ERR_INVALID_ARGUMENT', message: 'clientId and a numeric score are required' } });
+      }
+    });
+  }
+
+  // Everything below is protected.
+  app.use(kos);
+  app.use(express.json({ limit: '64kb' }));
+  app.post('/records', async (req, res) => {
+    const id = randomUUID();
+    records.set(id, { id, data: await kos.seal('records', req.body, { dataId: id }) });
+    res.status(201).json({ id });
+  });
+  app.get('/records', (_req, res) => {
+    res.json([...records.values()]);
+  });
+  app.get('/records/:id', (req, res) => {
+    const record = records.get(req.params.id);
+    if (record) res.json(record);
+    else res.status(404).json({ error: { code: 'ERR_NOT_FOUND', message: 'no such record' } });
+  });
+  return { app, kos, runtime };
+}

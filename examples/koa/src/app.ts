@@ -1,0 +1,79 @@
+import { randomUUID } from 'node:crypto';
+import Router from '@koa/router';
+import { browserAssets } from '@kos/example-shared';
+import { type KosMiddlewareOptions, type KosState, kosMiddleware } from '@kos/koa';
+import Koa from 'koa';
+
+async function readJson(ctx: Koa.Context, limit: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) ctx.throw(413, 'body too large');
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The records API, protected by KOS (same routes as examples/express and examples/hono). */
+export async function createApp(options: KosMiddlewareOptions = {}) {
+  const kos = kosMiddleware(options);
+  const runtime = await kos.ready;
+  const records = new Map<string, { id: string; data: unknown }>();
+  const app = new Koa<KosState>();
+
+  // Public routes, before KOS.
+  const open = new Router();
+  open.get('/health', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  open.get('/', async (ctx) => {
+    ctx.type = 'html';
+    ctx.body = (await browserAssets()).html;
+  });
+  open.get('/app.js', async (ctx) => {
+    ctx.type = 'js';
+    ctx.body = (await browserAssets()).script;
+  });
+  if (runtime.mintDevToken) {
+    // Development only (embedded default); a configured deployment has no such route.
+    const mint = runtime.mintDevToken;
+    open.post('/dev/token', async (ctx) => {
+      const { clientId, score, publicJwk } = ((await readJson(ctx, 4096)) ?? {}) as Parameters<typeof mint>[0];
+      try {
+        ctx.body = { token: await mint({ clientId, score, publicJwk }) };
+      } catch {
+        ctx.status = 400;
+        ctx.body = { error: { code: 'ERR_INVALID_ARGUMENT', message: 'clientId and a numeric score are required' } };
+      }
+    });
+  }
+  app.use(open.routes());
+
+  // Everything below is protected.
+  const api = new Router<KosState>();
+  api.post('/records', async (ctx) => {
+    const id = randomUUID();
+    records.set(id, { id, data: await kos.seal('records', await readJson(ctx, 64 * 1024), { dataId: id }) });
+    ctx.status = 201;
+    ctx.body = { id };
+  });
+  api.get('/records', (ctx) => {
+    ctx.body = [...records.values()];
+  });
+  api.get('/records/:id', (ctx) => {
+    const record = records.get(ctx.params.id as string);
+    if (record) ctx.body = record;
+    else {
+      ctx.status = 404;
+      ctx.body = { error: { code: 'ERR_NOT_FOUND', message: 'no such record' } };
+    }
+  });
+  app.use(kos);
+  app.use(api.routes());
+  return { app, kos, runtime };
+}
