@@ -23,7 +23,7 @@ const options = new Command()
   .requiredOption('--client <id>', 'client id (the token subject)')
   .requiredOption('--score <score>', 'trust score, 0–100', score)
   .option('--ttl <seconds>', 'lifetime in seconds', seconds, 3600)
-  .option('--dir <path>', 'the embedded folder', '.kos')
+  .option('--dir <path>', 'the embedded folder', process.env.KOS_DIR ?? '.kos')
   .showHelpAfterError()
   .parse()
   .opts<{ client: string; score: number; ttl: number; dir: string }>();

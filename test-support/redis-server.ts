@@ -191,9 +191,16 @@ function respEnd(bytes: Buffer, start: number): number {
   return lineEnd + 2;
 }
 
+/** Resolves when `child` has exited; keeps this process alive meanwhile (the child is unref'd otherwise). */
 function waitForExit(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolveExit) => child.once('exit', () => resolveExit()));
+  child.ref();
+  return new Promise((resolveExit) =>
+    child.once('exit', () => {
+      child.unref();
+      resolveExit();
+    }),
+  );
 }
 
 function delay(ms: number): Promise<void> {

@@ -5,8 +5,8 @@ import { createApp } from './app.js';
 
 const port = Number(process.env.PORT ?? 3000);
 const { app, kos, runtime } = await createApp();
-const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' }, () =>
-  printInstructions('Hono', `http://127.0.0.1:${port}`, runtime.mode),
+const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' }, (info) =>
+  printInstructions('Hono', `http://127.0.0.1:${info.port}`, runtime.mode),
 );
 const stop = () => server.close(() => void kos.close().then(() => process.exit(0)));
 process.once('SIGINT', stop);

@@ -37,7 +37,7 @@ export const DEFAULT_MOUNT_PREFIX = '/kos/kms';
 export interface KosRuntimeOptions {
   /** Explicit configuration. Omit in development for the embedded default. */
   readonly config?: KosRuntimeConfig;
-  /** Folder of the embedded default (default `.kos` in the working directory). */
+  /** Folder of the embedded default (default `$KOS_DIR`, else `.kos` in the working directory). */
   readonly dir?: string;
   /** Environment (default `process.env`): `NODE_ENV=production` forbids the embedded default. */
   readonly env?: Readonly<Record<string, string | undefined>>;
@@ -277,7 +277,7 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
   let signingPublic: CryptoKey | KeyObject | undefined;
   if (!config) {
     assertRuntimeOptions(options);
-    const embedded = await embeddedConfig(resolve(options.dir ?? '.kos'), options.embeddedNodes ?? 5);
+    const embedded = await embeddedConfig(resolve(options.dir ?? env.KOS_DIR ?? '.kos'), options.embeddedNodes ?? 5);
     config = embedded.config;
     mintDevToken = embedded.mintDevToken;
     signingPublic = embedded.signing.publicKey;
