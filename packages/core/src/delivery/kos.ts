@@ -1,4 +1,5 @@
 import { CompactEncrypt, type JWK } from 'jose';
+import { LRUCache } from 'lru-cache';
 import { toBase64url, utf8, wipe } from '../bytes.js';
 import { type Envelope, type EnvelopeJson, encodeEnvelope, isCompactEnvelope } from '../envelope/codec.js';
 import { ENVELOPE_MAGIC } from '../envelope/header.js';
@@ -139,6 +140,10 @@ export function createKos(options: KosOptions): Kos {
       // Audit sinks decide for themselves whether to fail closed.
     }
   };
+  const boundReferences = new LRUCache<string, MediumKeyReference>({ max: 10_000, ttl: 60_000 });
+  const forgetReferences = (clientId: string) => {
+    for (const key of [...boundReferences.keys()]) if (key.startsWith(`${clientId}\u0000`)) boundReferences.delete(key);
+  };
   /** Clients known to hold no share set (so a non-medium request need not look them up). */
   const withoutSets = new Map<string, number>();
   const SETS_CHECK_TTL_MS = 60_000;
@@ -147,6 +152,7 @@ export function createKos(options: KosOptions): Kos {
     const checked = withoutSets.get(clientId);
     if (checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS) return;
     await keys.deleteClientSets(clientId);
+    forgetReferences(clientId);
     withoutSets.set(clientId, Date.now());
     if (withoutSets.size > 10_000) withoutSets.delete(withoutSets.keys().next().value as string);
   }
@@ -206,18 +212,38 @@ export function createKos(options: KosOptions): Kos {
     const id = `${kid}\u0000${ver}`;
     let pending = memo.get(id);
     if (!pending) {
-      pending = (async () =>
-        createMediumReference({
+      pending = (async () => {
+        const nodesForRequest = nodeDirectoryFor(request);
+        const dpopJkt = bind && identity.publicJwk ? await jwkThumbprint(identity.publicJwk as JWK) : undefined;
+        // A key-bound grant may be reused by its holder until it expires (each use needs a
+        // fresh DPoP proof): reuse it rather than sign again. Bearer grants are single-use.
+        const cacheKey = dpopJkt
+          ? [
+              decision.clientId,
+              kid,
+              ver,
+              decision.n,
+              decision.k,
+              dpopJkt,
+              [...nodesForRequest.values()].join(' '),
+            ].join('\u0000')
+          : undefined;
+        const cached = cacheKey ? boundReferences.get(cacheKey) : undefined;
+        if (cached && cached.expiresAt - 10 > Date.now() / 1000) return cached;
+        const reference = await createMediumReference({
           keys,
           tokens,
-          nodes: nodeDirectoryFor(request),
+          nodes: nodesForRequest,
           clientId: decision.clientId,
           kid,
           version: ver,
           n: decision.n as number,
           k: decision.k as number,
-          dpopJkt: bind && identity.publicJwk ? await jwkThumbprint(identity.publicJwk as JWK) : undefined,
-        }))();
+          dpopJkt,
+        });
+        if (cacheKey) boundReferences.set(cacheKey, reference);
+        return reference;
+      })();
       memo.set(id, pending);
     }
     withoutSets.delete(decision.clientId);
@@ -396,6 +422,8 @@ export function createKos(options: KosOptions): Kos {
     async revokeClient(clientId) {
       await access.revoke(clientId, '*');
       await keys.deleteClientSets(clientId);
+      for (const key of [...boundReferences.keys()])
+        if (key.startsWith(`${clientId}\u0000`)) boundReferences.delete(key);
       withoutSets.set(clientId, Date.now());
     },
   };

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { toBase64url, wipe } from '../bytes.js';
 import {
   AEAD_ALGORITHMS,
@@ -127,6 +128,13 @@ export class KeyManager {
   readonly #ops: OpCounter;
   readonly #records = new Map<string, { value: Revisioned<KeyRecord>; readAt: number }>();
   readonly #rebuilding = new Map<string, Promise<Uint8Array>>();
+  /**
+   * Client share sets recently provisioned or found here, so a medium-tier response costs no
+   * metadata lookup. Another instance's revocation is seen after at most the TTL; until then
+   * its deleted shares make this instance's references fail closed (ERR_SHARE_NOT_FOUND).
+   */
+  readonly #clientSets = new LRUCache<string, ShareSetRecord>({ max: 10_000, ttl: 30_000 });
+  readonly #provisioning = new Map<string, Promise<ShareSetRecord>>();
 
   constructor(options: KeyManagerOptions) {
     if (!options || typeof options !== 'object') throw invalid('options are required');
@@ -303,6 +311,9 @@ export class KeyManager {
       };
     });
     this.#cache.delete(kid, version);
+    for (const key of [...this.#clientSets.keys()]) {
+      if (key.startsWith(`${kid}\u0000${version}\u0000`)) this.#clientSets.delete(key);
+    }
     for (const set of await this.#metadata.listShareSets({ kid, version })) await this.#discardSet(set);
     this.#emit({ type: 'key.version-destroyed', kid, version });
     return record;
@@ -416,6 +427,30 @@ export class KeyManager {
     assertThreshold(shares.n, shares.k, 'client share set');
     assertPlaceable([...this.#nodes.values()], shares.n, shares.k, 'client share set');
     const entry = await this.#decryptableVersion(kid, version);
+    const cacheKey = `${kid}\u0000${version}\u0000${clientId}`;
+    const cached = this.#clientSets.get(cacheKey);
+    if (cached && cached.n === shares.n && cached.k === shares.k) return cached;
+    // One provisioning per client and key version at a time in this process.
+    let pending = this.#provisioning.get(cacheKey);
+    if (!pending) {
+      pending = this.#provision(kid, version, entry, clientId, shares).finally(() =>
+        this.#provisioning.delete(cacheKey),
+      );
+      this.#provisioning.set(cacheKey, pending);
+    }
+    const record = await pending;
+    if (record.n !== shares.n || record.k !== shares.k) return this.provisionClientSet(kid, version, clientId, shares);
+    this.#clientSets.set(cacheKey, record);
+    return record;
+  }
+
+  async #provision(
+    kid: string,
+    version: number,
+    entry: KeyVersionRecord,
+    clientId: string,
+    shares: { readonly n: number; readonly k: number },
+  ): Promise<ShareSetRecord> {
     const existing = await this.#metadata.listShareSets({ kid, version, owner: clientId });
     const same = existing.find((set) => set.n === shares.n && set.k === shares.k);
     if (same) return same;
@@ -439,6 +474,9 @@ export class KeyManager {
 
   /** Deletes a client's share sets (shares on every node, then the records); resolves how many. */
   async deleteClientSets(clientId: string, filter: { kid?: string; version?: number } = {}): Promise<number> {
+    for (const key of [...this.#clientSets.keys()]) {
+      if (key.endsWith(`\u0000${clientId}`)) this.#clientSets.delete(key);
+    }
     const sets = await this.listClientSets(clientId, filter);
     for (const set of sets) {
       await this.#discardSet(set);
@@ -451,6 +489,7 @@ export class KeyManager {
   clearCache(): void {
     this.#cache.clear();
     this.#records.clear();
+    this.#clientSets.clear();
   }
 
   // ---------------------------------------------------------------- internals
