@@ -61,6 +61,7 @@ export const ERROR_STATUS = {
   ERR_ROUTE_NOT_FOUND: 404,
   ERR_METHOD_NOT_ALLOWED: 405,
   ERR_RESPONSE_ENVELOPE_INVALID: 500,
+  ERR_AUDIT_UNAVAILABLE: 503,
   ERR_INTERNAL: 500,
 } as const satisfies Record<string, number>;
 

@@ -1,4 +1,15 @@
 // @kos/core — public API (Node). Browser-safe parts are also available from `@kos/core/web`.
+export {
+  type AuditEvent,
+  type AuditRecord,
+  type AuditSink,
+  type AuditTrail,
+  type AuditTrailOptions,
+  createAuditTrail,
+  createCallbackSink,
+  createLoggerSink,
+} from './audit/audit-trail.js';
+export { auditEventOf } from './audit/key-events.js';
 export { concatBytes, equalBytes, fromBase64url, fromUtf8, toBase64url, utf8, wipe } from './bytes.js';
 export { aeadOpen, aeadSeal } from './crypto/aead.js';
 export {
@@ -17,7 +28,6 @@ export {
   createKos,
   type Kos,
   type KosDecision,
-  type KosDeliveryEvent,
   type KosHttpResponse,
   type KosOptions,
 } from './delivery/kos.js';

@@ -1,4 +1,12 @@
 export { type WriteFileAtomicOptions, writeFileAtomic } from './atomic-file.js';
+export { type AuditConfig, loadOrCreateSalt, openAuditTrail } from './audit/audit-setup.js';
+export {
+  createHashChainedFileSink,
+  type HashChainedFileSink,
+  type HashChainedFileSinkOptions,
+} from './audit/hash-chained-file-sink.js';
+export { auditEventOfNode } from './audit/node-events.js';
+export { type AuditVerification, verifyAuditLog } from './audit/verify-audit-log.js';
 export { createFileMetadataStore, type FileMetadataStoreOptions } from './file-metadata-store.js';
 export { createFileShareStore, type FileShareStoreOptions } from './file-share-store.js';
 export { createHttpShareStore, type HttpShareStore, type HttpShareStoreOptions } from './http-share-store.js';

@@ -1,9 +1,10 @@
-import { CompactEncrypt, type JWK } from 'jose';
+import { CompactEncrypt, decodeJwt, type JWK } from 'jose';
 import { LRUCache } from 'lru-cache';
+import type { AuditEvent, AuditTrail } from '../audit/audit-trail.js';
 import { toBase64url, utf8, wipe } from '../bytes.js';
 import { type Envelope, type EnvelopeJson, encodeEnvelope, isCompactEnvelope } from '../envelope/codec.js';
 import { ENVELOPE_MAGIC } from '../envelope/header.js';
-import { isKosError, KosError, type KosErrorCode, toErrorBody } from '../errors.js';
+import { isKosError, KosError, toErrorBody } from '../errors.js';
 import { jwkThumbprint } from '../grants/dpop.js';
 import type { TokenIssuer } from '../grants/token-issuer.js';
 import type { KeyManager } from '../keys/key-manager.js';
@@ -17,19 +18,6 @@ import { type HighItem, type MediumItem, TIER_HEADER } from './tiered-item.js';
 /** The decision for one request: who, which tier and why. Exposed to route handlers. */
 export interface KosDecision extends TierDecision {
   readonly clientId: string;
-}
-
-/** Audit-relevant facts of one request (ids, tier, outcome, codes — nothing secret). */
-export interface KosDeliveryEvent {
-  readonly type: 'decision' | 'delivery' | 'denied';
-  readonly clientId?: string;
-  readonly tier?: string;
-  readonly band?: string;
-  readonly n?: number;
-  readonly k?: number;
-  readonly keys?: readonly string[];
-  readonly outcome: 'ok' | 'denied' | 'error';
-  readonly code?: KosErrorCode;
 }
 
 export interface KosOptions {
@@ -46,7 +34,11 @@ export interface KosOptions {
    * and bind medium-tier grants to it (DPoP). Default true.
    */
   readonly bindToClientKey?: boolean;
-  readonly onEvent?: (event: KosDeliveryEvent) => void;
+  /**
+   * The audit trail: every decision and every release is recorded before the response leaves;
+   * in its fail-closed mode a failed write turns the response into 503 ERR_AUDIT_UNAVAILABLE.
+   */
+  readonly audit?: AuditTrail;
   /** `seal` creates a key that does not exist yet (development convenience; default false). */
   readonly autoCreateKeys?: boolean;
 }
@@ -107,6 +99,16 @@ function parsePlaintext(bytes: Uint8Array): unknown {
   }
 }
 
+/** The grant's `jti` (not secret; pseudonymised by the audit trail). */
+function grantId(grant: string): string | undefined {
+  try {
+    const { jti } = decodeJwt(grant);
+    return typeof jti === 'string' ? jti : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function invalid(message: string): KosError {
   return new KosError('ERR_INVALID_OPTIONS', `kos: ${message}`);
 }
@@ -133,13 +135,11 @@ export function createKos(options: KosOptions): Kos {
     }
   }
   const bind = options.bindToClientKey ?? true;
-  const emit = (event: KosDeliveryEvent) => {
-    try {
-      options.onEvent?.(event);
-    } catch {
-      // Audit sinks decide for themselves whether to fail closed.
-    }
+  const audit = options.audit;
+  const record = async (event: AuditEvent): Promise<void> => {
+    if (audit) await audit.record(event);
   };
+
   const boundReferences = new LRUCache<string, MediumKeyReference>({ max: 10_000, ttl: 60_000 });
   const forgetReferences = (clientId: string) => {
     for (const key of [...boundReferences.keys()]) if (key.startsWith(`${clientId}\u0000`)) boundReferences.delete(key);
@@ -292,6 +292,46 @@ export function createKos(options: KosOptions): Kos {
     }
   }
 
+  function decisionFacts(decision: KosDecision) {
+    return {
+      clientId: decision.clientId,
+      tier: decision.tier,
+      band: decision.band,
+      ...(decision.n === undefined ? {} : { n: decision.n, k: decision.k as number }),
+    };
+  }
+
+  /** Records what left the server, before it leaves (fail-closed: throws ERR_AUDIT_UNAVAILABLE). */
+  async function recordRelease(
+    decision: KosDecision,
+    kids: readonly string[],
+    references: Map<string, Promise<MediumKeyReference>>,
+  ) {
+    const facts = decisionFacts(decision);
+    if (decision.tier === 'medium') {
+      for (const pending of references.values()) {
+        const reference = await pending;
+        const jti = grantId(reference.grant);
+        await record({
+          type: 'grant.issued',
+          outcome: 'ok',
+          ...facts,
+          kid: reference.kid,
+          version: reference.ver,
+          nodesAsked: reference.shares.map((share) => share.nodeId),
+          ...(jti ? { jti } : {}),
+        });
+      }
+    }
+    await record({
+      type: 'key.released',
+      outcome: 'ok',
+      ...facts,
+      kids,
+      reason: decision.tier === 'low' ? 'plaintext' : decision.tier === 'high' ? 'dek' : 'share references',
+    });
+  }
+
   const kos: Kos = {
     tiers,
     keys,
@@ -299,17 +339,11 @@ export function createKos(options: KosOptions): Kos {
       try {
         const identity = await identitySource.identify(request);
         const decision: KosDecision = { clientId: identity.clientId, ...tiers.decide(identity.score) };
-        emit({
-          type: 'decision',
-          clientId: decision.clientId,
-          tier: decision.tier,
-          band: decision.band,
-          ...(decision.n ? { n: decision.n, k: decision.k as number } : {}),
-          outcome: 'ok',
-        });
+        await record({ type: 'decision', outcome: 'ok', ...decisionFacts(decision) });
         return { decision, identity };
       } catch (error) {
-        emit({ type: 'denied', outcome: 'denied', code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
+        if (isKosError(error, 'ERR_AUDIT_UNAVAILABLE')) throw error;
+        await record({ type: 'denied', outcome: 'denied', code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
         throw error;
       }
     },
@@ -328,16 +362,9 @@ export function createKos(options: KosOptions): Kos {
         if (isBinaryEnvelope(response.body)) {
           const envelope = parseAll([response.body]).get(response.body) as Envelope;
           await access.assertAllowed(decision.clientId, envelope.header.kid);
-          const delivered = {
-            type: 'delivery' as const,
-            clientId: decision.clientId,
-            tier: decision.tier,
-            keys: [envelope.header.kid],
-            outcome: 'ok' as const,
-          };
           if (decision.tier === 'low') {
             const plaintext = await keys.open(envelope);
-            emit(delivered);
+            await recordRelease(decision, [envelope.header.kid], memos.medium);
             return {
               status: response.status,
               headers: { ...secretHeaders, 'content-type': 'application/octet-stream' },
@@ -353,7 +380,7 @@ export function createKos(options: KosOptions): Kos {
             decision,
             memos,
           );
-          emit(delivered);
+          await recordRelease(decision, [envelope.header.kid], memos.medium);
           return {
             status: response.status,
             headers: { ...secretHeaders, 'content-type': JSON_TYPE },
@@ -378,7 +405,7 @@ export function createKos(options: KosOptions): Kos {
           }),
         );
         const body = replaceEnvelopes(json, (original) => shaped.get(original));
-        emit({ type: 'delivery', clientId: decision.clientId, tier: decision.tier, keys: kids, outcome: 'ok' });
+        await recordRelease(decision, kids, memos.medium);
         return {
           status: response.status,
           headers: { ...secretHeaders, 'content-type': JSON_TYPE },
@@ -386,13 +413,14 @@ export function createKos(options: KosOptions): Kos {
           transformed: true,
         };
       } catch (error) {
-        emit({
-          type: 'delivery',
-          clientId: decision.clientId,
-          tier: decision.tier,
-          outcome: 'error',
-          code: isKosError(error) ? error.code : 'ERR_INTERNAL',
-        });
+        if (!isKosError(error, 'ERR_AUDIT_UNAVAILABLE')) {
+          await record({
+            type: 'key.released',
+            outcome: 'error',
+            code: isKosError(error) ? error.code : 'ERR_INTERNAL',
+            ...decisionFacts(decision),
+          }).catch(() => undefined);
+        }
         const failed = kos.errorResponse(error);
         return { ...failed, headers: { ...failed.headers, ...headers } };
       }
@@ -420,6 +448,7 @@ export function createKos(options: KosOptions): Kos {
     },
 
     async revokeClient(clientId) {
+      await record({ type: 'client.revoked', clientId, outcome: 'ok' });
       await access.revoke(clientId, '*');
       await keys.deleteClientSets(clientId);
       for (const key of [...boundReferences.keys()])

@@ -30,6 +30,14 @@ export type KeyManagerEvent =
   | { type: 'key.versions-retired'; kid: string; minDecryptVersion: number }
   | { type: 'key.version-destroyed'; kid: string; version: number }
   | { type: 'shares.rejected'; kid: string; version: number; setId: string; failures: readonly ShareFailure[] }
+  | {
+      type: 'key.rebuilt';
+      kid: string;
+      version: number;
+      owner: string;
+      nodesAsked: readonly string[];
+      nodesAnswered: readonly string[];
+    }
   | { type: 'client-set.provisioned'; kid: string; version: number; clientId: string; n: number; k: number }
   | { type: 'client-set.deleted'; kid: string; version: number; clientId: string };
 
@@ -573,6 +581,14 @@ export class KeyManager {
           failures: result.failures,
         });
       }
+      this.#emit({
+        type: 'key.rebuilt',
+        kid: set.kid,
+        version: set.version,
+        owner: set.owner,
+        nodesAsked: [...new Set([...result.usedNodes, ...result.failures.map((failure) => failure.nodeId)])],
+        nodesAnswered: result.usedNodes,
+      });
       return result.dek;
     } catch (error) {
       if (isKosError(error, 'ERR_SHARES_INSUFFICIENT')) {

@@ -5,10 +5,13 @@ import { join } from 'node:path';
 import { createTokenVerifier, isKosError, type MetadataStore, type ShareStore } from '@kos/core';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLocalJWKSet, type JSONWebKeySet } from 'jose';
+import { openAuditTrail } from '../audit/audit-setup.js';
+import { auditEventOfNode } from '../audit/node-events.js';
 import { createFileMetadataStore } from '../file-metadata-store.js';
 import { createFileShareStore } from '../file-share-store.js';
 import { createMemoryMetadataStore } from '../memory-metadata-store.js';
 import { createMemoryShareStore } from '../memory-share-store.js';
+import { readKeyPairFile } from '../runtime/key-files.js';
 import { createKmsNodeServer } from './kms-server.js';
 import { openRedisBackends } from './redis-backends.js';
 
@@ -34,6 +37,9 @@ const program = new Command()
   .option('--client-ca <file>', 'PEM CA: require client certificates signed by it (mutual TLS)')
   .option('--public-url <url>', 'base URL clients use to reach this node (for DPoP checks)')
   .option('--cors-origin <origin...>', 'browser origins allowed to fetch shares')
+  .option('--audit-log <file>', 'hash-chained audit log of grants redeemed and refused at this node')
+  .option('--audit-salt-file <file>', 'pseudonym key for the audit log (use the same as KOS to correlate)')
+  .option('--audit-key <file>', 'Ed25519 private JWK that signs audit checkpoints')
   .showHelpAfterError();
 
 async function main(): Promise<void> {
@@ -51,6 +57,9 @@ async function main(): Promise<void> {
     clientCa?: string;
     publicUrl?: string;
     corsOrigin?: string[];
+    auditLog?: string;
+    auditSaltFile?: string;
+    auditKey?: string;
   }>();
   const jwks = JSON.parse(readFileSync(opts.trustedKeys, 'utf8')) as JSONWebKeySet;
   const verifier = createTokenVerifier({ nodeId: opts.nodeId, issuer: opts.issuer, keys: createLocalJWKSet(jwks) });
@@ -72,6 +81,12 @@ async function main(): Promise<void> {
   }
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) program.error('--tls-cert and --tls-key go together');
   if (opts.clientCa && !opts.tlsCert) program.error('--client-ca needs --tls-cert and --tls-key');
+  const audit = opts.auditLog
+    ? await openAuditTrail(
+        { file: opts.auditLog, saltFile: opts.auditSaltFile ?? `${opts.auditLog}.salt` },
+        opts.auditKey ? (await readKeyPairFile(opts.auditKey)).privateKey : undefined,
+      )
+    : undefined;
   const node = createKmsNodeServer({
     nodeId: opts.nodeId,
     store,
@@ -88,12 +103,14 @@ async function main(): Promise<void> {
           },
         }
       : {}),
+    ...(audit ? { onEvent: (event) => void audit.record(auditEventOfNode(event)).catch(() => undefined) } : {}),
     onError: (error) => console.error(JSON.stringify({ event: 'error', message: (error as Error)?.message })),
   });
   const url = await node.listen(opts.port, opts.host);
   console.log(JSON.stringify({ event: 'listening', nodeId: opts.nodeId, url, store: opts.store }));
   const stop = async () => {
     await node.close();
+    await audit?.close();
     await closeBackends();
     process.exit(0);
   };

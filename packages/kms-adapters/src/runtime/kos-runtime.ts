@@ -3,6 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   type AccessControl,
+  type AuditTrail,
+  auditEventOf,
   createAccessControl,
   createJwtIdentity,
   createKos,
@@ -13,13 +15,14 @@ import {
   type JwtIdentityOptions,
   KeyManager,
   type Kos,
-  type KosDeliveryEvent,
   KosError,
   type MetadataStore,
   type ShareStore,
   type TokenIssuer,
 } from '@kos/core';
 import { type CryptoKey, createLocalJWKSet, type JSONWebKeySet, type JWK, type KeyObject, SignJWT } from 'jose';
+import { type AuditConfig, openAuditTrail } from '../audit/audit-setup.js';
+import { auditEventOfNode } from '../audit/node-events.js';
 import { createFileMetadataStore } from '../file-metadata-store.js';
 import { createFileShareStore } from '../file-share-store.js';
 import { createHttpShareStore } from '../http-share-store.js';
@@ -43,7 +46,8 @@ export interface KosRuntimeOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Nodes of the embedded default (default 5). */
   readonly embeddedNodes?: number;
-  readonly onEvent?: (event: KosDeliveryEvent) => void;
+  /** Audit settings merged over the configuration's (e.g. a logger, fail-closed mode). */
+  readonly audit?: AuditConfig;
 }
 
 export interface DevTokenRequest {
@@ -56,6 +60,8 @@ export interface DevTokenRequest {
 
 export interface KosRuntime {
   readonly kos: Kos;
+  /** The audit trail, when one is configured (the embedded default writes `.kos/audit/`). */
+  readonly audit?: AuditTrail;
   readonly mode: 'embedded' | 'configured';
   /** Where in-process KMS nodes are mounted (requests under it go to `handleKms`). */
   readonly mountPrefix: string;
@@ -107,6 +113,7 @@ async function buildNodes(
   verifierKey: CryptoKey | KeyObject,
   issuer: string,
   prefix: string,
+  audit: AuditTrail | undefined,
 ): Promise<Built> {
   const built: Built = { stores: [], publicUrls: new Map(), mounted: new Map(), closers: [] };
   for (const node of nodes) {
@@ -151,7 +158,16 @@ async function buildNodes(
     const verifier = createTokenVerifier({ nodeId: node.nodeId, issuer, keys: verifierKey });
     built.stores.push(store);
     built.publicUrls.set(node.nodeId, `${prefix}/${node.nodeId}`);
-    built.mounted.set(node.nodeId, createKmsHandler({ nodeId: node.nodeId, store, verifier, replay }));
+    built.mounted.set(
+      node.nodeId,
+      createKmsHandler({
+        nodeId: node.nodeId,
+        store,
+        verifier,
+        replay,
+        ...(audit ? { onEvent: (event) => void audit.record(auditEventOfNode(event)).catch(() => undefined) } : {}),
+      }),
+    );
   }
   return built;
 }
@@ -258,6 +274,7 @@ async function embeddedConfig(dir: string, nodeCount: number) {
     })),
     access: { defaultDeny: false },
     autoCreateKeys: true,
+    audit: { file: join(dir, 'audit', 'kos-audit.jsonl'), saltFile: join(dir, 'keys', 'audit-salt') },
   };
   const mintDevToken = devTokenMinter(devIdentity.privateKey);
   return { config, signing, mintDevToken };
@@ -303,13 +320,16 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
   if (needsVerifier && !signingPublic) {
     throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: in-process nodes need signingKeyFile (to verify grants)');
   }
-  const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix);
+  const auditConfig = config.audit || options.audit ? { ...config.audit, ...options.audit } : undefined;
+  const audit = await openAuditTrail(auditConfig, signingKey as CryptoKey);
+  const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix, audit);
   closers.push(...built.closers);
   const tiers = createTierPolicy(config.tiers);
   const keys = new KeyManager({
     metadata,
     nodes: built.stores,
     tierPolicy: tiers,
+    ...(audit ? { onEvent: (event) => void audit.record(auditEventOf(event)).catch(() => undefined) } : {}),
     ...(config.systemShares ? { systemShares: config.systemShares } : {}),
   });
   const access: AccessControl =
@@ -327,7 +347,25 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     nodes: built.publicUrls,
     tiers,
     ...(config.autoCreateKeys ? { autoCreateKeys: true } : {}),
-    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+    ...(audit ? { audit } : {}),
+  });
+  await audit?.record({
+    type: 'startup',
+    outcome: 'ok',
+    details: {
+      mode: mintDevToken ? 'embedded' : 'configured',
+      issuer,
+      nodes: (config.nodes ?? []).map((node) => ({
+        nodeId: node.nodeId,
+        kind: 'store' in node ? 'store' : node.kind,
+        ...(node.zone ? { zone: node.zone } : {}),
+      })),
+      metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
+      systemShares: keys.systemShares,
+      tiers: tiers.options,
+      defaultDeny: access.defaultDeny,
+      auditFailClosed: audit.failClosed,
+    },
   });
 
   return {
@@ -345,7 +383,9 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       return handler({ ...request, path: slash === -1 ? '/' : rest.slice(slash) });
     },
     ...(mintDevToken ? { mintDevToken } : {}),
+    ...(audit ? { audit } : {}),
     async close() {
+      await audit?.close().catch(() => undefined);
       for (const close of closers.reverse()) await close().catch(() => undefined);
       await metadata.close?.();
     },

@@ -7,6 +7,7 @@ import type {
   TierPolicyOptions,
 } from '@kos/core';
 import type { CryptoKey, KeyObject } from 'jose';
+import type { AuditConfig } from '../audit/audit-setup.js';
 
 /** A KMS node KOS talks to, given as a ready store or as a kind the runtime builds. */
 export type NodeConfig =
@@ -80,6 +81,8 @@ export interface KosRuntimeConfig {
   readonly autoCreateKeys?: boolean;
   /** Where in-process nodes are mounted on the app (default `/kos/kms`). */
   readonly mountPrefix?: string;
+  /** The audit trail (hash-chained file, logger, custom sinks; fail-closed mode). */
+  readonly audit?: AuditConfig;
 }
 
 /** What a production configuration must name, for the refusal message. */

@@ -1,0 +1,692 @@
+/**
+ * Middleware throughput (issue 4): req/s of one GET route in Express, Hono (@hono/node-server)
+ * and Koa, bare (no middleware, plaintext 1 KiB record) and through KOS at low, high and medium
+ * tier (hot key: the DEK is cached; the same record, sealed), measured with autocannon on
+ * loopback.
+ *
+ *   npm run bench:middleware              # tables on stdout (progress on stderr), ~3.5 min
+ *   npm run bench:middleware -- --json    # machine-readable JSON on stdout instead
+ *   npm run bench:middleware -- --quick   # ~30 s smoke run (1 round of 1 s per case); noisier
+ *
+ * Extra flags, for profiling: --framework=express,koa and --case=bare,low (run a subset; the
+ * targets need the bare case of the framework), --cpu-prof=DIR (server children run with
+ * `node --cpu-prof --cpu-prof-dir=DIR`; one profile per server process).
+ *
+ * Method: every server runs in its own child process (`bench/support/middleware-server.ts`),
+ * pinned to CPU 1 with `taskset -c 1`; this process (autocannon, the load generator) is pinned
+ * to CPU 0. Each case is one framework + one token against the bare or the KOS server of that
+ * framework. Every case is warmed up, then measured in rounds: each round runs every case once
+ * (autocannon, 10 connections, pipelining 1) in a rotated order, so bare and KOS see the same
+ * machine conditions. Reported: the median req/s over the rounds, and beside it the server
+ * process's own CPU time per request (`process.cpuUsage()` of the child, before/after each run).
+ *
+ * Targets (issue 4): added server CPU per request = 1e6/req_s(KOS) − 1e6/req_s(bare) ≤ 15 µs at
+ * low and high tier and ≤ 30 µs at medium tier; Express with KOS at low tier ≥ 0.9x the bare
+ * req/s. The medium target is checked on the bearer-grant case if it meets 30 µs, otherwise on
+ * the key-bound case (token with `cnf.jwk`: the grant is DPoP-bound and reused), and the
+ * report says which.
+ *
+ * It is a report: it exits 0 whether or not a target is met (non-zero only if a sanity check
+ * fails: wrong body, a non-2xx answer or a socket error during a run).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { availableParallelism, loadavg, cpus as osCpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
+import autocannon from 'autocannon';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { getGlobalDispatcher } from 'undici';
+import {
+  AUDIENCE,
+  benchRecord,
+  CLIENTS,
+  FRAMEWORKS,
+  type Framework,
+  IDENTITY_ENV,
+  ISSUER,
+  KID,
+  RECORD_BYTES,
+  RECORD_ID,
+  RECORD_PATH,
+  type ServerMode,
+} from './support/middleware-fixture.js';
+import { check, fixed, log, table } from './support/output.js';
+import { median } from './support/sampler.js';
+
+// ------------------------------------------------------------------ options
+
+const argv = process.argv.slice(2);
+const flags = new Set(argv.filter((a) => !a.includes('=')));
+const valueOf = (name: string): string | undefined =>
+  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) || undefined;
+const JSON_OUTPUT = flags.has('--json');
+const QUICK = flags.has('--quick');
+/** Measured rounds; every round runs every case once. */
+const ROUNDS = QUICK ? 1 : 4;
+/** Seconds per measured run. */
+const RUN_S = QUICK ? 1 : 3;
+/** Seconds of warm-up per case (JIT, DEK cache, client share sets, bound-grant cache). */
+const WARMUP_S = QUICK ? 0.5 : 1.5;
+const CONNECTIONS = 10;
+const PIPELINING = 1;
+const CPU_PROF_DIR = valueOf('cpu-prof');
+const ONLY_FRAMEWORKS = valueOf('framework')?.split(',');
+const ONLY_CASES = valueOf('case')?.split(',');
+
+/** The issue-4 limits. */
+const LIMIT_US = { low: 15, high: 15, medium: 30 } as const;
+const EXPRESS_LOW_MIN_RATIO = 0.9;
+
+const SERVER_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'support', 'middleware-server.ts');
+
+// ------------------------------------------------------------------ cases
+
+type CaseId = 'bare' | 'low' | 'high' | 'medium-bearer' | 'medium-bound';
+type TokenName = 'low' | 'high' | 'medium' | 'mediumBound';
+
+interface CaseDef {
+  readonly id: CaseId;
+  readonly label: string;
+  readonly mode: ServerMode;
+  readonly token: TokenName;
+}
+
+const CASE_DEFS: readonly CaseDef[] = [
+  // The bare route ignores the header; it is sent so both see the same request bytes.
+  { id: 'bare', label: 'bare route, no middleware', mode: 'bare', token: 'low' },
+  { id: 'low', label: 'KOS low tier (score 30)', mode: 'kos', token: 'low' },
+  { id: 'high', label: 'KOS high tier (score 90)', mode: 'kos', token: 'high' },
+  { id: 'medium-bearer', label: 'KOS medium (65), bearer grant', mode: 'kos', token: 'medium' },
+  { id: 'medium-bound', label: 'KOS medium (65), key-bound grant', mode: 'kos', token: 'mediumBound' },
+];
+
+interface Case extends CaseDef {
+  readonly framework: Framework;
+  readonly key: string;
+}
+
+interface Run {
+  readonly reqPerSec: number;
+  readonly requests: number;
+  readonly durationS: number;
+  /** Server process CPU (user + system) per answered request, µs. */
+  readonly cpuUsPerReq: number;
+  /** Server CPU time / wall time of the run (1 = one core fully busy). */
+  readonly busy: number;
+  readonly latencyP50Ms: number;
+  readonly latencyP99Ms: number;
+}
+
+interface CaseResult {
+  readonly framework: Framework;
+  readonly id: CaseId;
+  readonly label: string;
+  readonly reqPerSec: number;
+  readonly reqPerSecMin: number;
+  readonly reqPerSecMax: number;
+  /** 1e6 / median req/s. */
+  readonly usPerReq: number;
+  readonly cpuUsPerReq: number;
+  readonly busy: number;
+  readonly latencyP50Ms: number;
+  readonly latencyP99Ms: number;
+  /** vs the bare case of the same framework (null for bare itself or when it was not run). */
+  readonly ratio: number | null;
+  /** Median of the per-round (case / bare) req/s ratios. */
+  readonly pairedRatio: number | null;
+  /** 1e6/req_s(case) − 1e6/req_s(bare): the issue-4 "added server CPU per request". */
+  readonly addedUs: number | null;
+  /** The same from the server's measured CPU time per request. */
+  readonly addedCpuUs: number | null;
+  readonly runs: readonly Run[];
+}
+
+interface Target {
+  readonly framework: Framework;
+  readonly kind: 'target' | 'info';
+  readonly what: string;
+  readonly caseId: CaseId;
+  readonly value: number | null;
+  readonly limit: number;
+  readonly unit: 'µs' | 'x';
+  /** The same check on the server's measured CPU time (µs targets only). */
+  readonly cpuValue: number | null;
+  readonly pass: boolean;
+  readonly note?: string;
+}
+
+// ------------------------------------------------------------------ pinning
+
+interface Pinning {
+  readonly serverPrefix: readonly string[];
+  readonly note: string;
+}
+
+function pinCpus(): Pinning {
+  let taskset = '';
+  try {
+    taskset = execFileSync('sh', ['-c', 'command -v taskset'], { encoding: 'utf8' }).trim();
+  } catch {
+    taskset = '';
+  }
+  if (!taskset) return { serverPrefix: [], note: 'not pinned (taskset not found)' };
+  if (availableParallelism() < 2) return { serverPrefix: [], note: 'not pinned (fewer than 2 CPUs available)' };
+  try {
+    const affinity = execFileSync(taskset, ['-c', '-p', String(process.pid)], { encoding: 'utf8' });
+    const list = affinity.slice(affinity.lastIndexOf(':') + 1).trim();
+    const allowed = new Set<number>();
+    for (const part of list.split(',')) {
+      const [lo, hi] = part.split('-').map(Number) as [number, number | undefined];
+      for (let cpu = lo; cpu <= (hi ?? lo); cpu++) allowed.add(cpu);
+    }
+    if (!allowed.has(0) || !allowed.has(1)) return { serverPrefix: [], note: `not pinned (affinity ${list})` };
+    execFileSync(taskset, ['-a', '-c', '-p', '0', String(process.pid)], { stdio: 'ignore' });
+    return { serverPrefix: [taskset, '-c', '1'], note: 'server child on CPU 1 (taskset -c 1), autocannon on CPU 0' };
+  } catch (error) {
+    return { serverPrefix: [], note: `not pinned (${(error as Error).message.split('\n')[0]})` };
+  }
+}
+
+// ------------------------------------------------------------------ server children
+
+interface ServerChild {
+  readonly framework: Framework;
+  readonly mode: ServerMode;
+  readonly port: number;
+  readonly pid: number;
+  cpu(): Promise<{ cpuUs: number; requests: number }>;
+  stop(): Promise<void>;
+}
+
+async function startServer(
+  framework: Framework,
+  mode: ServerMode,
+  pinning: Pinning,
+  identityJwk: string,
+): Promise<ServerChild> {
+  const nodeArgs = [
+    ...process.execArgv,
+    // One folder per server: Node writes one profile per thread (main, module loader).
+    ...(CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${join(CPU_PROF_DIR, `${framework}-${mode}`)}`] : []),
+    SERVER_SCRIPT,
+    '--framework',
+    framework,
+    '--mode',
+    mode,
+  ];
+  const [command, ...args] = [...pinning.serverPrefix, process.execPath, ...nodeArgs] as [string, ...string[]];
+  const child: ChildProcess = spawn(command, args, {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, [IDENTITY_ENV]: identityJwk },
+  });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const waiting: Array<(line: string) => void> = [];
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${framework}/${mode} server did not start in 60 s`)), 60_000);
+    child.once('exit', (code) => reject(new Error(`${framework}/${mode} server exited (${code}) before listening`)));
+    lines.on('line', (line) => {
+      if (line.startsWith('listening ')) {
+        clearTimeout(timer);
+        resolve(Number(line.slice('listening '.length)));
+      } else if (line.startsWith('cpu ')) waiting.shift()?.(line);
+    });
+  });
+  return {
+    framework,
+    mode,
+    port,
+    pid: child.pid as number,
+    cpu() {
+      return new Promise((resolve) => {
+        waiting.push((line) => {
+          const [, user, system, requests] = line.split(' ').map(Number) as [number, number, number, number];
+          resolve({ cpuUs: user + system, requests });
+        });
+        child.stdin?.write('cpu\n');
+      });
+    },
+    async stop() {
+      if (exited) return;
+      child.stdin?.end();
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exit;
+      clearTimeout(killer);
+    },
+  };
+}
+
+// ------------------------------------------------------------------ tokens
+
+async function mintTokens() {
+  const identity = await generateKeyPair('EdDSA', { extractable: true });
+  const clientKey = await generateKeyPair('ES256', { extractable: true });
+  const clientJwk = await exportJWK(clientKey.publicKey);
+  const now = Math.floor(Date.now() / 1000);
+  const mint = (sub: string, score: number, extra: Record<string, unknown> = {}) =>
+    new SignJWT({ trust_score: score, ...extra })
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject(sub)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 3600)
+      .sign(identity.privateKey);
+  const tokens: Record<TokenName, string> = {
+    low: await mint(CLIENTS.low, 30),
+    high: await mint(CLIENTS.high, 90),
+    medium: await mint(CLIENTS.medium, 65),
+    mediumBound: await mint(CLIENTS.mediumBound, 65, { cnf: { jwk: clientJwk } }),
+  };
+  return { tokens, identityJwk: JSON.stringify(await exportJWK(identity.publicKey)) };
+}
+
+// ------------------------------------------------------------------ sanity
+
+interface Answer {
+  readonly status: number;
+  readonly tier: string | null;
+  readonly body: unknown;
+  readonly bytes: number;
+}
+
+async function get(port: number, token: string): Promise<Answer> {
+  const response = await fetch(`http://127.0.0.1:${port}${RECORD_PATH}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const text = await response.text();
+  return {
+    status: response.status,
+    tier: response.headers.get('kos-tier'),
+    body: JSON.parse(text) as unknown,
+    bytes: Buffer.byteLength(text),
+  };
+}
+
+function grantOf(answer: Answer): { grant: string; claims: Record<string, unknown> } {
+  const key = (answer.body as { data?: { key?: { grant?: unknown } } }).data?.key;
+  const grant = typeof key?.grant === 'string' ? key.grant : '';
+  const payload = grant.split('.')[1] ?? '';
+  return { grant, claims: JSON.parse(Buffer.from(payload, 'base64url').toString('utf8') || '{}') };
+}
+
+/** Every route answers what it should, before anything is timed. Returns response sizes. */
+async function sanity(
+  servers: Map<string, ServerChild>,
+  tokens: Record<TokenName, string>,
+  frameworks: readonly Framework[],
+) {
+  const expected = { id: RECORD_ID, data: benchRecord() };
+  const bytes: Record<string, number> = {};
+  for (const framework of frameworks) {
+    const bare = servers.get(`${framework}:bare`);
+    const kos = servers.get(`${framework}:kos`);
+    if (bare) {
+      const answer = await get(bare.port, tokens.low);
+      check(answer.status === 200 && isDeepStrictEqual(answer.body, expected), `${framework} bare returns the record`);
+      bytes[`${framework}:bare`] = answer.bytes;
+    }
+    if (!kos) continue;
+    const low = await get(kos.port, tokens.low);
+    check(low.status === 200 && low.tier === 'low', `${framework} KOS low tier answers 200 low`);
+    check(isDeepStrictEqual(low.body, expected), `${framework} KOS low tier returns the plaintext record`);
+    bytes[`${framework}:low`] = low.bytes;
+    const high = await get(kos.port, tokens.high);
+    const highData = (high.body as { data?: { kosTier?: string; dek?: string; envelope?: { kid?: string } } }).data;
+    check(high.status === 200 && high.tier === 'high', `${framework} KOS high tier answers 200 high`);
+    check(
+      highData?.kosTier === 'high' && /^[A-Za-z0-9_-]{43}$/.test(highData.dek ?? '') && highData.envelope?.kid === KID,
+      `${framework} KOS high tier returns the envelope and its DEK`,
+    );
+    bytes[`${framework}:high`] = high.bytes;
+    for (const [token, bound] of [
+      ['medium', false],
+      ['mediumBound', true],
+    ] as const) {
+      const first = await get(kos.port, tokens[token]);
+      const second = await get(kos.port, tokens[token]);
+      check(first.status === 200 && first.tier === 'medium', `${framework} KOS medium tier answers 200 medium`);
+      const a = grantOf(first);
+      const b = grantOf(second);
+      check(a.grant.split('.').length === 3, `${framework} KOS medium tier returns a grant`);
+      check(
+        bound ? a.grant === b.grant && typeof (a.claims.cnf as { jkt?: unknown })?.jkt === 'string' : a.grant !== b.grant,
+        bound
+          ? `${framework} key-bound medium grant is DPoP-bound and reused`
+          : `${framework} bearer medium grant is new per response`,
+      );
+      bytes[`${framework}:${bound ? 'medium-bound' : 'medium-bearer'}`] = first.bytes;
+    }
+  }
+  return bytes;
+}
+
+// ------------------------------------------------------------------ load
+
+async function load(server: ServerChild, token: string, seconds: number): Promise<Run> {
+  const before = await server.cpu();
+  const started = performance.now();
+  const result = await autocannon({
+    url: `http://127.0.0.1:${server.port}${RECORD_PATH}`,
+    connections: CONNECTIONS,
+    pipelining: PIPELINING,
+    duration: seconds,
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const wallUs = (performance.now() - started) * 1e3;
+  const after = await server.cpu();
+  const where = `${server.framework}/${server.mode}`;
+  check(result.errors === 0 && result.timeouts === 0, `${where}: no socket errors or timeouts (${result.errors})`);
+  check(result.non2xx === 0, `${where}: every answer is 2xx (${result.non2xx} were not)`);
+  const requests = result['2xx'];
+  const cpuUs = after.cpuUs - before.cpuUs;
+  return {
+    reqPerSec: requests / result.duration,
+    requests,
+    durationS: result.duration,
+    cpuUsPerReq: cpuUs / Math.max(1, after.requests - before.requests),
+    busy: cpuUs / wallUs,
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+  };
+}
+
+async function measure(
+  cases: readonly Case[],
+  servers: Map<string, ServerChild>,
+  tokens: Record<TokenName, string>,
+): Promise<Map<string, Run[]>> {
+  const serverOf = (c: Case) => servers.get(`${c.framework}:${c.mode}`) as ServerChild;
+  log(`bench: warm-up, ${WARMUP_S} s per case (${cases.length} cases)…`);
+  for (const c of cases) await load(serverOf(c), tokens[c.token], WARMUP_S);
+  const runs = new Map<string, Run[]>(cases.map((c) => [c.key, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    log(`bench: round ${round + 1}/${ROUNDS} (${cases.length} runs of ${RUN_S} s)…`);
+    for (let j = 0; j < cases.length; j++) {
+      const c = cases[(round + j) % cases.length] as Case;
+      (runs.get(c.key) as Run[]).push(await load(serverOf(c), tokens[c.token], RUN_S));
+    }
+  }
+  return runs;
+}
+
+// ------------------------------------------------------------------ results
+
+function summarise(cases: readonly Case[], runs: Map<string, Run[]>): CaseResult[] {
+  const partial = cases.map((c) => {
+    const own = runs.get(c.key) as Run[];
+    const reqPerSec = median(own.map((r) => r.reqPerSec));
+    return {
+      c,
+      own,
+      reqPerSec,
+      cpuUsPerReq: median(own.map((r) => r.cpuUsPerReq)),
+    };
+  });
+  return partial.map(({ c, own, reqPerSec, cpuUsPerReq }) => {
+    const bare = c.id === 'bare' ? undefined : partial.find((p) => p.c.framework === c.framework && p.c.id === 'bare');
+    return {
+      framework: c.framework,
+      id: c.id,
+      label: c.label,
+      reqPerSec,
+      reqPerSecMin: Math.min(...own.map((r) => r.reqPerSec)),
+      reqPerSecMax: Math.max(...own.map((r) => r.reqPerSec)),
+      usPerReq: 1e6 / reqPerSec,
+      cpuUsPerReq,
+      busy: median(own.map((r) => r.busy)),
+      latencyP50Ms: median(own.map((r) => r.latencyP50Ms)),
+      latencyP99Ms: median(own.map((r) => r.latencyP99Ms)),
+      ratio: bare ? reqPerSec / bare.reqPerSec : null,
+      pairedRatio: bare ? median(own.map((r, i) => r.reqPerSec / (bare.own[i] as Run).reqPerSec)) : null,
+      addedUs: bare ? 1e6 / reqPerSec - 1e6 / bare.reqPerSec : null,
+      addedCpuUs: bare ? cpuUsPerReq - bare.cpuUsPerReq : null,
+      runs: own,
+    };
+  });
+}
+
+function evaluate(results: readonly CaseResult[], frameworks: readonly Framework[]): Target[] {
+  const targets: Target[] = [];
+  const find = (framework: Framework, id: CaseId) =>
+    results.find((r) => r.framework === framework && r.id === id && r.addedUs !== null);
+  const usTarget = (
+    framework: Framework,
+    id: CaseId,
+    limit: number,
+    kind: Target['kind'],
+    what: string,
+    note?: string,
+  ): Target | undefined => {
+    const r = find(framework, id);
+    if (!r) return undefined;
+    return {
+      framework,
+      kind,
+      what,
+      caseId: id,
+      value: r.addedUs,
+      limit,
+      unit: 'µs',
+      cpuValue: r.addedCpuUs,
+      pass: (r.addedUs as number) <= limit,
+      ...(note ? { note } : {}),
+    };
+  };
+  for (const framework of frameworks) {
+    const add = (t: Target | undefined) => {
+      if (t) targets.push(t);
+    };
+    add(usTarget(framework, 'low', LIMIT_US.low, 'target', `low tier: added µs/req <= ${LIMIT_US.low}`));
+    add(usTarget(framework, 'high', LIMIT_US.high, 'target', `high tier: added µs/req <= ${LIMIT_US.high}`));
+    const bearer = find(framework, 'medium-bearer');
+    const bearerPasses = bearer !== undefined && (bearer.addedUs as number) <= LIMIT_US.medium;
+    const what = `medium tier: added µs/req <= ${LIMIT_US.medium}`;
+    add(
+      usTarget(
+        framework,
+        'medium-bearer',
+        LIMIT_US.medium,
+        bearerPasses || !find(framework, 'medium-bound') ? 'target' : 'info',
+        `${what} (bearer grant)`,
+        bearerPasses ? undefined : 'bearer grant misses the limit: one EdDSA signature per response',
+      ),
+    );
+    add(
+      usTarget(
+        framework,
+        'medium-bound',
+        LIMIT_US.medium,
+        bearerPasses ? 'info' : 'target',
+        `${what} (key-bound grant)`,
+        bearerPasses ? undefined : 'target row: the bearer variant cannot meet the limit',
+      ),
+    );
+    if (framework === 'express') {
+      const low = find(framework, 'low');
+      if (low) {
+        targets.push({
+          framework,
+          kind: 'target',
+          what: `low tier req/s >= ${EXPRESS_LOW_MIN_RATIO}x bare`,
+          caseId: 'low',
+          value: low.ratio,
+          limit: EXPRESS_LOW_MIN_RATIO,
+          unit: 'x',
+          cpuValue: null,
+          pass: (low.ratio as number) >= EXPRESS_LOW_MIN_RATIO,
+          note: `paired per-round ratio ${fixed(low.pairedRatio, 2)}x`,
+        });
+      }
+    }
+  }
+  return targets;
+}
+
+function printReport(
+  results: readonly CaseResult[],
+  targets: readonly Target[],
+  bytes: Record<string, number>,
+  meta: Record<string, unknown>,
+): void {
+  const lines: string[] = [];
+  lines.push(`middleware throughput — ${meta.node} on ${meta.cpuModel} (${meta.cpus} logical CPUs), ${meta.date}`);
+  lines.push(
+    `GET ${RECORD_PATH}, ${RECORD_BYTES} B record; autocannon ${CONNECTIONS} connections, pipelining ${PIPELINING}, loopback; ${meta.pinning}`,
+  );
+  lines.push(
+    `${ROUNDS} round(s) x ${RUN_S} s per case, cases interleaved, after ${WARMUP_S} s warm-up each; figures are medians over the rounds`,
+  );
+  lines.push(
+    'µs/req = 1e6 / req/s (server-bound: the server CPU per request); added = µs/req − bare µs/req (the issue-4 figure)',
+  );
+  lines.push(
+    'srv CPU µs/req = the server process CPU time (user+sys) per request, measured; busy = server CPU / wall time',
+  );
+  for (const framework of FRAMEWORKS) {
+    const own = results.filter((r) => r.framework === framework);
+    if (own.length === 0) continue;
+    lines.push('');
+    lines.push(`${framework}${framework === 'hono' ? ' (@hono/node-server)' : ''}`);
+    const rows: string[][] = [
+      [
+        'case',
+        'req/s',
+        'min–max',
+        'vs bare',
+        'µs/req',
+        'added µs',
+        'srv CPU µs/req',
+        'added CPU µs',
+        'busy',
+        'p50 ms',
+        'p99 ms',
+        'body B',
+      ],
+    ];
+    for (const r of own) {
+      rows.push([
+        r.label,
+        fixed(r.reqPerSec, 0),
+        `${fixed(r.reqPerSecMin, 0)}–${fixed(r.reqPerSecMax, 0)}`,
+        r.ratio === null ? '' : `${fixed(r.ratio, 2)}x`,
+        fixed(r.usPerReq, 1),
+        r.addedUs === null ? '' : fixed(r.addedUs, 1),
+        fixed(r.cpuUsPerReq, 1),
+        r.addedCpuUs === null ? '' : fixed(r.addedCpuUs, 1),
+        `${fixed(r.busy * 100, 0)}%`,
+        fixed(r.latencyP50Ms, 0),
+        fixed(r.latencyP99Ms, 0),
+        String(bytes[`${framework}:${r.id}`] ?? ''),
+      ]);
+    }
+    lines.push(table(rows, new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])));
+  }
+  lines.push('');
+  if (targets.length === 0) {
+    lines.push('Targets: none evaluated (a target needs the bare case and the KOS case of a framework)');
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return;
+  }
+  lines.push('Targets (issue 4; kind "info" = reported, not the target row):');
+  lines.push(
+    table(
+      targets.map((t) => [
+        t.pass ? 'PASS' : 'FAIL',
+        t.kind,
+        t.framework,
+        t.what,
+        t.unit === 'µs' ? `${fixed(t.value, 1)} µs` : `${fixed(t.value, 2)}x`,
+        t.cpuValue === null ? '' : `(measured CPU: ${fixed(t.cpuValue, 1)} µs)`,
+        t.note ?? '',
+      ]),
+      new Set([4]),
+    ),
+  );
+  const counted = targets.filter((t) => t.kind === 'target');
+  lines.push('');
+  lines.push(
+    `RESULT: ${counted.filter((t) => t.pass).length}/${counted.length} targets PASS${
+      counted.some((t) => !t.pass)
+        ? ` (FAIL: ${counted
+            .filter((t) => !t.pass)
+            .map((t) => `${t.framework} ${t.caseId}`)
+            .join(', ')})`
+        : ''
+    }`,
+  );
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+// ------------------------------------------------------------------ main
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const frameworks = FRAMEWORKS.filter((f) => !ONLY_FRAMEWORKS || ONLY_FRAMEWORKS.includes(f));
+  const cases: Case[] = frameworks.flatMap((framework) =>
+    CASE_DEFS.filter((d) => !ONLY_CASES || ONLY_CASES.includes(d.id)).map((d) => ({
+      ...d,
+      framework,
+      key: `${framework}:${d.id}`,
+    })),
+  );
+  check(cases.length > 0, '--framework/--case select at least one case');
+  const pinning = pinCpus();
+  log(`bench: ${pinning.note}`);
+  const { tokens, identityJwk } = await mintTokens();
+  const servers = new Map<string, ServerChild>();
+  try {
+    const wanted = [...new Set(cases.map((c) => `${c.framework}:${c.mode}`))];
+    log(`bench: starting ${wanted.length} server processes…`);
+    const children = await Promise.all(
+      wanted.map((key) => {
+        const [framework, mode] = key.split(':') as [Framework, ServerMode];
+        return startServer(framework, mode, pinning, identityJwk);
+      }),
+    );
+    for (const server of children) servers.set(`${server.framework}:${server.mode}`, server);
+    const bytes = await sanity(servers, tokens, frameworks);
+    await getGlobalDispatcher().close();
+
+    const runs = await measure(cases, servers, tokens);
+    const results = summarise(cases, runs);
+    const targets = evaluate(results, frameworks);
+    const cpus = osCpus();
+    const meta = {
+      node: process.version,
+      v8: process.versions.v8,
+      platform: `${process.platform}-${process.arch}`,
+      cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+      cpus: cpus.length,
+      loadavg: loadavg().map((v) => Number(v.toFixed(2))),
+      date: new Date().toISOString(),
+      quick: QUICK,
+      pinning: pinning.note,
+      rounds: ROUNDS,
+      runSeconds: RUN_S,
+      warmupSeconds: WARMUP_S,
+      connections: CONNECTIONS,
+      pipelining: PIPELINING,
+      recordBytes: RECORD_BYTES,
+      durationS: Number(((performance.now() - started) / 1e3).toFixed(1)),
+    };
+    if (JSON_OUTPUT) {
+      process.stdout.write(`${JSON.stringify({ meta, bodyBytes: bytes, results, targets }, null, 2)}\n`);
+    } else {
+      printReport(results, targets, bytes, meta);
+      log(`bench: done in ${meta.durationS} s`);
+    }
+  } finally {
+    await Promise.all([...servers.values()].map((server) => server.stop()));
+  }
+}
+
+await main();
