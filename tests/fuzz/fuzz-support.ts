@@ -125,7 +125,11 @@ export function assertNoSecret(text: string, secrets: Iterable<string>, context:
 
 /** Base64url forms under which a secret may leak: its own, and each of the three alignments. */
 export function secretForms(bytes: Uint8Array): string[] {
-  const forms = new Set<string>([toBase64url(bytes), Buffer.from(bytes).toString('base64'), Buffer.from(bytes).toString('hex')]);
+  const forms = new Set<string>([
+    toBase64url(bytes),
+    Buffer.from(bytes).toString('base64'),
+    Buffer.from(bytes).toString('hex'),
+  ]);
   // Inside a longer base64url string the secret can start at any of three byte offsets.
   for (const pad of [1, 2]) {
     const shifted = toBase64url(new Uint8Array([...new Uint8Array(pad), ...bytes]));
@@ -185,9 +189,9 @@ export const nastyString: fc.Arbitrary<string> = fc.oneof(
     'a'.repeat(129),
     'é',
   ),
-  fc.tuple(fc.constantFrom('a', '\u00e9', '%', '/', '\uD83D\uDE00'), fc.integer({ min: 100, max: 5000 })).map(([c, n]) =>
-    c.repeat(n),
-  ),
+  fc
+    .tuple(fc.constantFrom('a', '\u00e9', '%', '/', '\uD83D\uDE00'), fc.integer({ min: 100, max: 5000 }))
+    .map(([c, n]) => c.repeat(n)),
 );
 
 /** Any JSON-ish value, including numbers JSON cannot carry and keys with special meaning. */
@@ -200,8 +204,12 @@ export const junkValue: fc.Arbitrary<unknown> = fc.letrec<{ value: unknown }>((t
     fc.double(),
     nastyString,
     fc.array(tie('value'), { maxLength: 4 }),
-    fc.dictionary(fc.oneof(fc.string({ maxLength: 8 }), fc.constantFrom('__proto__', 'kos', 'ct', 'toJSON')), tie('value'), {
-      maxKeys: 4,
-    }),
+    fc.dictionary(
+      fc.oneof(fc.string({ maxLength: 8 }), fc.constantFrom('__proto__', 'kos', 'ct', 'toJSON')),
+      tie('value'),
+      {
+        maxKeys: 4,
+      },
+    ),
   ),
 })).value;
