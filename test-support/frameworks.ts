@@ -12,7 +12,10 @@ export type Framework = 'express' | 'hono' | 'koa';
 export const FRAMEWORKS: readonly Framework[] = ['express', 'hono', 'koa'];
 
 /** What a test route answers: a JSON value, or bytes with a content type. */
-export type RouteResult = { json: unknown; status?: number } | { bytes: Uint8Array; type: string; status?: number };
+export type RouteResult = ({ json: unknown } | { bytes: Uint8Array; type: string }) & {
+  status?: number;
+  headers?: Record<string, string>;
+};
 
 /** A route the same in every framework: path (with `:id`), handler given params, query and JSON body. */
 export interface TestRoute {
@@ -45,6 +48,7 @@ export function buildApp(framework: Framework, runtime: KosRuntime, routes: read
           seal: kos.seal,
         });
         res.status(result.status ?? 200);
+        if (result.headers) res.set(result.headers);
         if ('json' in result) res.json(result.json);
         else res.type(result.type).send(Buffer.from(result.bytes));
       });
@@ -65,6 +69,7 @@ export function buildApp(framework: Framework, runtime: KosRuntime, routes: read
           decision: c.get('kos'),
           seal: kos.seal,
         });
+        for (const [name, value] of Object.entries(result.headers ?? {})) c.header(name, value);
         if ('json' in result) return c.json(result.json as object, (result.status ?? 200) as 200);
         return c.body(result.bytes as Uint8Array<ArrayBuffer>, (result.status ?? 200) as 200, {
           'content-type': result.type,
@@ -92,6 +97,7 @@ export function buildApp(framework: Framework, runtime: KosRuntime, routes: read
       }
       const result = await route.handle({ params, body, decision: ctx.state.kos, seal: kos.seal });
       ctx.status = result.status ?? 200;
+      if (result.headers) ctx.set(result.headers);
       if ('json' in result) ctx.body = result.json;
       else {
         ctx.type = result.type;

@@ -72,6 +72,14 @@ describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
     },
     { method: 'GET', path: '/blob', handle: () => ({ bytes: binary, type: 'application/vnd.kos.envelope' }) },
     { method: 'GET', path: '/plain', handle: () => ({ json: { hello: 'world', n: 1 } }) },
+    {
+      method: 'GET',
+      path: '/cached',
+      handle: () => ({
+        json: db.get('r1'),
+        headers: { 'cache-control': 'public, max-age=600', vary: 'Origin', 'x-route': 'kept' },
+      }),
+    },
     { method: 'GET', path: '/other-key', handle: () => ({ json: elsewhere.get('other') }) },
     { method: 'GET', path: '/echo-decision', handle: ({ decision }) => ({ json: { decision } }) },
     { method: 'POST', path: '/echo-decision', handle: ({ decision }) => ({ json: { decision } }) },
@@ -279,6 +287,18 @@ describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
     const res = expectSame(await everywhere(get('/plain', await token('alice', 90))));
     expect(res.body).toEqual({ hello: 'world', n: 1 });
     expect(res.headers['kos-tier']).toBe('high');
+  });
+
+  it('never lets a route make key material cacheable: no-store wins, Vary keeps Origin and adds Authorization', async () => {
+    const high = await everywhere(get('/cached', await token('alice', 90)));
+    for (const framework of FRAMEWORKS) {
+      const res = high[framework];
+      expect(res.body.data.kosTier, framework).toBe('high');
+      expect(res.headers['cache-control'], framework).toBe('no-store');
+      expect(res.headers.vary, framework).toMatch(/Origin/);
+      expect(res.headers.vary, framework).toMatch(/Authorization/);
+      expect(res.headers['x-route'], framework).toBe('kept');
+    }
   });
 
   it('exposes the decision to the route the framework way', async () => {

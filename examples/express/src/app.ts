@@ -19,6 +19,16 @@ export async function createApp(options: KosMiddlewareOptions = {}) {
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  // Prometheus scrape target (counters, share fetch latency per node, key ages: no secrets,
+  // no client ids). Public here like /health; in production expose it to the scraper only.
+  app.get('/metrics', async (_req, res) => {
+    if (!runtime.metricsText) {
+      res.status(404).json({ error: { code: 'ERR_ROUTE_NOT_FOUND', message: 'metrics are not enabled' } });
+      return;
+    }
+    res.set('content-type', runtime.metricsContentType ?? 'text/plain; version=0.0.4; charset=utf-8');
+    res.send(await runtime.metricsText());
+  });
   app.get('/', async (_req, res) => {
     res.type('html').send((await browserAssets()).html);
   });

@@ -12,6 +12,15 @@ export async function createApp(options: KosMiddlewareOptions = {}) {
 
   // Public routes, before KOS.
   app.get('/health', (c) => c.json({ status: 'ok' }));
+  // Prometheus scrape target (no secrets, no client ids); in production expose it to the scraper only.
+  app.get('/metrics', async (c) => {
+    if (!runtime.metricsText) {
+      return c.json({ error: { code: 'ERR_ROUTE_NOT_FOUND', message: 'metrics are not enabled' } }, 404);
+    }
+    return c.body(await runtime.metricsText(), 200, {
+      'content-type': runtime.metricsContentType ?? 'text/plain; version=0.0.4; charset=utf-8',
+    });
+  });
   app.get('/', async (c) => c.html((await browserAssets()).html));
   app.get('/app.js', async (c) => c.body((await browserAssets()).script, 200, { 'content-type': 'text/javascript' }));
   if (runtime.mintDevToken) {

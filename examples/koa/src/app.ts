@@ -31,6 +31,17 @@ export async function createApp(options: KosMiddlewareOptions = {}) {
   open.get('/health', (ctx) => {
     ctx.body = { status: 'ok' };
   });
+  // Prometheus scrape target (no secrets, no client ids); in production expose it to the scraper only.
+  open.get('/metrics', async (ctx) => {
+    if (!runtime.metricsText) {
+      ctx.status = 404;
+      ctx.body = { error: { code: 'ERR_ROUTE_NOT_FOUND', message: 'metrics are not enabled' } };
+      return;
+    }
+    const text = await runtime.metricsText();
+    ctx.set('content-type', runtime.metricsContentType ?? 'text/plain; version=0.0.4; charset=utf-8');
+    ctx.body = text;
+  });
   open.get('/', async (ctx) => {
     ctx.type = 'html';
     ctx.body = (await browserAssets()).html;

@@ -135,6 +135,25 @@ export {
   type ShareBody,
   shareUrl,
 } from './kms-api/share-body.js';
+export {
+  combineMetrics,
+  errorCodeOf,
+  type KeyRegistryReader,
+  type KosLogger,
+  type KosMetrics,
+  noopMetrics,
+  type ShareFetchOutcome,
+  silentLogger,
+} from './observability/metrics.js';
+export {
+  failSpan,
+  type KosSpan,
+  loadTracing,
+  type SpanAttributes,
+  type SpanAttributeValue,
+  tracingAvailable,
+  withSpan,
+} from './observability/tracing.js';
 export { type ShareBinding, shareDigest } from './shares/digest.js';
 export { type GatherOptions, type GatherResult, GatherTimeoutError, gatherFirst } from './shares/gather.js';
 export { assertPlaceable, choosePlacement, type PlacementNode, placementCapacity } from './shares/placement.js';

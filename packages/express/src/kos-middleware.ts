@@ -1,4 +1,4 @@
-import type { Identity, KosDecision } from '@kos/core';
+import type { EnvelopeJson, Identity, KosDecision } from '@kos/core';
 import {
   assertRuntimeOptions,
   createKosRuntime,
@@ -6,6 +6,7 @@ import {
   type KosRuntimeOptions,
   readNodeBody,
   requestFromNode,
+  startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
@@ -20,7 +21,7 @@ export interface KosExpressMiddleware extends RequestHandler {
   /** Resolves once KOS is ready (rejects with the start-up error): await it before listening. */
   readonly ready: Promise<KosRuntime>;
   /** Seals a JSON value for a write route; store what it returns. */
-  seal(kid: string, value: unknown, options: { dataId: string }): Promise<unknown>;
+  seal(kid: string, value: unknown, options: { dataId: string }): Promise<EnvelopeJson>;
   close(): Promise<void>;
 }
 
@@ -31,7 +32,10 @@ function send(
   raw = false,
 ) {
   res.status(response.status);
-  res.set(response.headers);
+  const { vary, ...headers } = response.headers;
+  res.set(headers);
+  // Vary gains what KOS needs; what the route set stays.
+  if (vary) res.vary(vary);
   const wire = raw ? (response.body as string) : toWireBody(response.body);
   res.end(typeof wire === 'string' ? wire : Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength));
 }
@@ -52,12 +56,13 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
     try {
       runtime = await ready;
     } catch (error) {
-      return send(res, errorOf(error));
+      return send(res, startupFailure(error));
     }
     const request = requestFromNode(req, req.protocol, req.originalUrl);
     if (req.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
-        const mounted = await runtime.handleKms({ ...request, body: await readNodeBody(req) });
+        // Route on the path below this middleware's mount point; DPoP proofs are checked against the full URL.
+        const mounted = await runtime.handleKms({ ...request, path: req.path, body: await readNodeBody(req) });
         if (mounted) return send(res, mounted, true);
       } catch (error) {
         return send(res, runtime.kos.errorResponse(error));
@@ -71,7 +76,9 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
       return send(res, runtime.kos.errorResponse(error));
     }
     res.locals.kos = decision;
-    res.set(runtime.kos.decisionHeaders(decision));
+    const { vary, ...decisionHeaders } = runtime.kos.decisionHeaders(decision);
+    res.set(decisionHeaders);
+    if (vary) res.vary(vary);
 
     const originalJson = res.json.bind(res);
     const originalSend = res.send.bind(res);
@@ -104,11 +111,4 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
     close: { value: async () => (await ready).close() },
   });
   return middleware;
-}
-
-function errorOf(error: unknown) {
-  const body = { error: { code: 'ERR_INTERNAL', message: 'KOS failed to start' } };
-  const code = (error as { code?: unknown })?.code;
-  if (typeof code === 'string' && code.startsWith('ERR_')) body.error.code = code;
-  return { status: 503, headers: { 'content-type': 'application/json; charset=utf-8' }, body };
 }

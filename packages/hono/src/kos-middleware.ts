@@ -1,10 +1,12 @@
-import type { Identity, KosDecision } from '@kos/core';
+import { type EnvelopeJson, type Identity, type KosDecision, KosError, MAX_SHARE_BODY_BYTES } from '@kos/core';
 import {
   assertRuntimeOptions,
   createKosRuntime,
   type KosRuntime,
   type KosRuntimeOptions,
+  mergeVary,
   requestFromWeb,
+  startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
 import type { MiddlewareHandler } from 'hono';
@@ -23,7 +25,7 @@ export type KosHonoMiddleware = MiddlewareHandler<{ Variables: KosVariables }> &
   /** Resolves once KOS is ready (rejects with the start-up error). */
   readonly ready: Promise<KosRuntime>;
   /** Seals a JSON value for a write route; store what it returns. */
-  seal(kid: string, value: unknown, options: { dataId: string }): Promise<unknown>;
+  seal(kid: string, value: unknown, options: { dataId: string }): Promise<EnvelopeJson>;
   close(): Promise<void>;
 };
 
@@ -33,17 +35,6 @@ function toResponse(
 ): Response {
   const wire = raw ? (response.body as string) : toWireBody(response.body);
   return new Response(wire as BodyInit, { status: response.status, headers: response.headers });
-}
-
-function startupFailure(error: unknown): Response {
-  const code = (error as { code?: unknown })?.code;
-  const body = {
-    error: {
-      code: typeof code === 'string' && code.startsWith('ERR_') ? code : 'ERR_INTERNAL',
-      message: 'KOS failed to start',
-    },
-  };
-  return toResponse({ status: 503, headers: { 'content-type': 'application/json; charset=utf-8' }, body });
 }
 
 /** What a route returned, as KOS reads it: JSON values, envelope bytes, or nothing to look at. */
@@ -77,13 +68,19 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
     try {
       runtime = await ready;
     } catch (error) {
-      return startupFailure(error);
+      return toResponse(startupFailure(error));
     }
     const request = requestFromWeb(c.req.raw);
     if (c.req.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
         const method = c.req.method;
-        const body = method === 'PUT' || method === 'POST' ? new Uint8Array(await c.req.raw.arrayBuffer()) : undefined;
+        let body: Uint8Array | undefined;
+        if (method === 'PUT' || method === 'POST') {
+          if (Number(c.req.header('content-length') ?? '0') > MAX_SHARE_BODY_BYTES)
+            throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
+          body = new Uint8Array(await c.req.raw.arrayBuffer());
+          if (body.length > MAX_SHARE_BODY_BYTES) throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
+        }
         const mounted = await runtime.handleKms({ ...request, body });
         if (mounted) return toResponse(mounted, true);
       } catch (error) {
@@ -104,13 +101,17 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
       status: routed.status,
       body: await readRouteBody(routed),
     });
-    if (!out.transformed) {
-      const headers = new Headers(routed.headers);
-      for (const [name, value] of Object.entries(out.headers)) headers.set(name, value);
-      c.res = new Response(routed.body, { status: routed.status, headers });
-      return;
+    // The route's headers stay, KOS's win (content type, cache control, tier) and Vary gains
+    // Authorization. `c.res = undefined` first: Hono would otherwise copy the route's headers
+    // back over the new response.
+    const headers = new Headers(routed.headers);
+    if (out.transformed) headers.delete('content-length');
+    for (const [name, value] of Object.entries(out.headers)) {
+      headers.set(name, name === 'vary' ? mergeVary(routed.headers.get('vary'), value) : value);
     }
-    c.res = toResponse(out);
+    const body = out.transformed ? toWireBody(out.body) : routed.body;
+    c.res = undefined as unknown as Response;
+    c.res = new Response(body as BodyInit, { status: out.status, headers });
   };
 
   return Object.assign(middleware, {

@@ -48,10 +48,12 @@ export {
 export { createRedisShareStore, type RedisShareStore, type RedisShareStoreOptions } from './redis/redis-share-store.js';
 export {
   assertRuntimeOptions,
+  mergeVary,
   type PlainRequest,
   readNodeBody,
   requestFromNode,
   requestFromWeb,
+  startupFailure,
   toWireBody,
 } from './runtime/adapter-support.js';
 export {
@@ -64,5 +66,6 @@ export {
   type KosRuntime,
   type KosRuntimeOptions,
   loadKosConfigFile,
+  type RuntimeNode,
 } from './runtime/kos-runtime.js';
 export type { KosRuntimeConfig, MetadataConfig, NodeConfig } from './runtime/runtime-config.js';

@@ -1,4 +1,4 @@
-import type { Identity, KosDecision } from '@kos/core';
+import type { EnvelopeJson, Identity, KosDecision } from '@kos/core';
 import {
   assertRuntimeOptions,
   createKosRuntime,
@@ -6,6 +6,7 @@ import {
   type KosRuntimeOptions,
   readNodeBody,
   requestFromNode,
+  startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
 import type { Context, Middleware, Next } from 'koa';
@@ -24,7 +25,7 @@ export type KosKoaMiddleware = Middleware<KosState> & {
   /** Resolves once KOS is ready (rejects with the start-up error). */
   readonly ready: Promise<KosRuntime>;
   /** Seals a JSON value for a write route; store what it returns. */
-  seal(kid: string, value: unknown, options: { dataId: string }): Promise<unknown>;
+  seal(kid: string, value: unknown, options: { dataId: string }): Promise<EnvelopeJson>;
   close(): Promise<void>;
 };
 
@@ -34,15 +35,21 @@ function respond(
   raw = false,
 ) {
   ctx.status = response.status;
-  ctx.set(response.headers);
+  const { vary, ...headers } = response.headers;
+  ctx.set(headers);
+  // Vary gains what KOS needs; what the route set stays.
+  if (vary) ctx.vary(vary);
   const wire = raw ? (response.body as string) : toWireBody(response.body);
   ctx.body = typeof wire === 'string' ? wire : Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength);
 }
 
-/** What a route set as body, as KOS reads it: JSON values and envelope bytes; streams are not looked at. */
+/**
+ * What a route set as body, as KOS reads it: JSON values and envelope bytes. Strings and
+ * streams are not looked at (the same as Express's res.send(string) and Hono's text bodies).
+ */
 function routeBody(body: unknown): unknown {
   if (Buffer.isBuffer(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
-  if (body === null || body === undefined || typeof body !== 'object') return body;
+  if (body === null || body === undefined || typeof body !== 'object') return undefined;
   if (typeof (body as { pipe?: unknown }).pipe === 'function') return undefined;
   return body;
 }
@@ -62,13 +69,7 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
     try {
       runtime = await ready;
     } catch (error) {
-      const code = (error as { code?: unknown })?.code;
-      const errorCode = typeof code === 'string' && code.startsWith('ERR_') ? code : 'ERR_INTERNAL';
-      return respond(ctx, {
-        status: 503,
-        headers: { 'content-type': 'application/json; charset=utf-8' },
-        body: { error: { code: errorCode, message: 'KOS failed to start' } },
-      });
+      return respond(ctx, startupFailure(error));
     }
     const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
     if (ctx.path.startsWith(`${runtime.mountPrefix}/`)) {
@@ -88,12 +89,21 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
     }
     ctx.state.kos = decision;
     await next();
+    if (routeBody(ctx.body) === undefined && ctx.body !== undefined && ctx.body !== null) {
+      // A body KOS does not read (text, stream): only the decision headers are added.
+      const { vary, ...headers } = runtime.kos.decisionHeaders(decision);
+      ctx.set(headers);
+      ctx.vary(vary as string);
+      return;
+    }
     const out = await runtime.kos.deliver(request, identity, decision, {
       status: ctx.status,
       body: routeBody(ctx.body),
     });
     if (!out.transformed) {
-      ctx.set(out.headers);
+      const { vary, ...headers } = out.headers;
+      ctx.set(headers);
+      if (vary) ctx.vary(vary);
       return;
     }
     respond(ctx, out);

@@ -137,7 +137,7 @@ export function createOpener(options: OpenerOptions = {}): Opener {
       headers.dpop = await createDpopProof({
         privateKey: options.clientKey.privateKey,
         publicJwk: options.clientKey.publicJwk as never,
-        alg: options.clientKey.alg ?? 'EdDSA',
+        alg: options.clientKey.alg ?? (options.clientKey.publicJwk.kty === 'EC' ? 'ES256' : 'EdDSA'),
         method: 'GET',
         url,
         accessToken: reference.grant,

@@ -8,6 +8,8 @@ import { isKosError, KosError, toErrorBody } from '../errors.js';
 import { jwkThumbprint } from '../grants/dpop.js';
 import type { TokenIssuer } from '../grants/token-issuer.js';
 import type { KeyManager } from '../keys/key-manager.js';
+import { type KosMetrics, noopMetrics } from '../observability/metrics.js';
+import { failSpan, type KosSpan, loadTracing, withSpan } from '../observability/tracing.js';
 import type { AccessControl } from '../trust/access-control.js';
 import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js';
 import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
@@ -41,6 +43,8 @@ export interface KosOptions {
   readonly audit?: AuditTrail;
   /** `seal` creates a key that does not exist yet (development convenience; default false). */
   readonly autoCreateKeys?: boolean;
+  /** Counters: decisions and key releases by tier, error responses by code (default: none). */
+  readonly metrics?: KosMetrics;
 }
 
 /** A response as KOS hands it back to an adapter. */
@@ -99,6 +103,17 @@ function parsePlaintext(bytes: Uint8Array): unknown {
   }
 }
 
+/**
+ * The JWE key management algorithm for a client key, or undefined when the key cannot receive
+ * an encrypted key (an Ed25519 signing key, say: it still binds grants through DPoP).
+ */
+function keyWrapAlgorithm(jwk: JWK): 'RSA-OAEP-256' | 'ECDH-ES' | undefined {
+  if (jwk.kty === 'RSA') return 'RSA-OAEP-256';
+  if (jwk.kty === 'EC' && ['P-256', 'P-384', 'P-521'].includes(jwk.crv as string)) return 'ECDH-ES';
+  if (jwk.kty === 'OKP' && jwk.crv === 'X25519') return 'ECDH-ES';
+  return undefined;
+}
+
 /** The grant's `jti` (not secret; pseudonymised by the audit trail). */
 function grantId(grant: string): string | undefined {
   try {
@@ -136,6 +151,8 @@ export function createKos(options: KosOptions): Kos {
   }
   const bind = options.bindToClientKey ?? true;
   const audit = options.audit;
+  const metrics = options.metrics ?? noopMetrics;
+  void loadTracing();
   const record = async (event: AuditEvent): Promise<void> => {
     if (audit) await audit.record(event);
   };
@@ -182,9 +199,9 @@ export function createKos(options: KosOptions): Kos {
       pending = (async () => {
         const dek = await keys.getDek(kid, ver);
         try {
-          if (bind && identity.publicJwk) {
-            const jwk = identity.publicJwk as JWK;
-            const alg = jwk.kty === 'RSA' ? 'RSA-OAEP-256' : 'ECDH-ES';
+          const jwk = identity.publicJwk as JWK | undefined;
+          const alg = jwk ? keyWrapAlgorithm(jwk) : undefined;
+          if (bind && jwk && alg) {
             const dekJwe = await new CompactEncrypt(dek)
               .setProtectedHeader({ alg, enc: 'A256GCM', kid: `${kid}.${ver}` })
               .encrypt(jwk);
@@ -330,6 +347,86 @@ export function createKos(options: KosOptions): Kos {
       kids,
       reason: decision.tier === 'low' ? 'plaintext' : decision.tier === 'high' ? 'dek' : 'share references',
     });
+    metrics.keyRelease(decision.tier);
+  }
+
+  /** Shapes one response for its tier (the body of `deliver`, inside its span). */
+  async function deliverInSpan(
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+    response: { status: number; body: unknown },
+    span: KosSpan,
+  ): Promise<KosHttpResponse> {
+    const headers = kos.decisionHeaders(decision);
+    const secretHeaders =
+      decision.tier === 'low' ? headers : { ...headers, 'cache-control': 'no-store', pragma: 'no-cache' };
+    try {
+      if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
+      const memos = { high: new Map(), medium: new Map() };
+      if (isBinaryEnvelope(response.body)) {
+        const envelope = parseAll([response.body]).get(response.body) as Envelope;
+        span.setAttribute('kos.kids', [envelope.header.kid]);
+        span.setAttribute('kos.envelopes', 1);
+        await access.assertAllowed(decision.clientId, envelope.header.kid);
+        if (decision.tier === 'low') {
+          const plaintext = await keys.open(envelope);
+          await recordRelease(decision, [envelope.header.kid], memos.medium);
+          return {
+            status: response.status,
+            headers: { ...secretHeaders, 'content-type': 'application/octet-stream' },
+            body: plaintext,
+            transformed: true,
+          };
+        }
+        const item = await shapeOne(encodeEnvelope(envelope, 'compact'), envelope, request, identity, decision, memos);
+        await recordRelease(decision, [envelope.header.kid], memos.medium);
+        return {
+          status: response.status,
+          headers: { ...secretHeaders, 'content-type': JSON_TYPE },
+          body: item,
+          transformed: true,
+        };
+      }
+      const walkable =
+        (typeof response.body === 'object' && response.body !== null && !(response.body instanceof Uint8Array)) ||
+        isCompactEnvelope(response.body);
+      if (!walkable) return { status: response.status, headers, body: response.body, transformed: false };
+      const json = JSON.parse(JSON.stringify(response.body)) as unknown;
+      const found = findEnvelopes(json);
+      if (found.length === 0) return { status: response.status, headers, body: response.body, transformed: false };
+      const parsed = parseAll(found);
+      const kids = [...new Set([...parsed.values()].map((e) => e.header.kid))];
+      span.setAttribute('kos.kids', kids);
+      span.setAttribute('kos.envelopes', parsed.size);
+      for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
+      const shaped = new Map<unknown, unknown>();
+      await Promise.all(
+        [...parsed].map(async ([original, envelope]) => {
+          shaped.set(original, await shapeOne(original, envelope, request, identity, decision, memos));
+        }),
+      );
+      const body = replaceEnvelopes(json, (original) => shaped.get(original));
+      await recordRelease(decision, kids, memos.medium);
+      return {
+        status: response.status,
+        headers: { ...secretHeaders, 'content-type': JSON_TYPE },
+        body,
+        transformed: true,
+      };
+    } catch (error) {
+      failSpan(span, isKosError(error) ? error.code : 'ERR_INTERNAL');
+      if (!isKosError(error, 'ERR_AUDIT_UNAVAILABLE')) {
+        await record({
+          type: 'key.released',
+          outcome: 'error',
+          code: isKosError(error) ? error.code : 'ERR_INTERNAL',
+          ...decisionFacts(decision),
+        }).catch(() => undefined);
+      }
+      const failed = kos.errorResponse(error);
+      return { ...failed, headers: { ...failed.headers, ...headers } };
+    }
   }
 
   const kos: Kos = {
@@ -338,8 +435,17 @@ export function createKos(options: KosOptions): Kos {
     async decide(request) {
       try {
         const identity = await identitySource.identify(request);
-        const decision: KosDecision = { clientId: identity.clientId, ...tiers.decide(identity.score) };
+        let tierDecision: TierDecision;
+        try {
+          tierDecision = tiers.decide(identity.score);
+        } catch (error) {
+          // Below the deny floor: out of medium too, so the client's share sets go.
+          if (isKosError(error, 'ERR_SCORE_BELOW_FLOOR')) await dropSetsIfAny(identity.clientId);
+          throw error;
+        }
+        const decision: KosDecision = { clientId: identity.clientId, ...tierDecision };
         await record({ type: 'decision', outcome: 'ok', ...decisionFacts(decision) });
+        metrics.decision(decision.tier);
         return { decision, identity };
       } catch (error) {
         if (isKosError(error, 'ERR_AUDIT_UNAVAILABLE')) throw error;
@@ -352,82 +458,23 @@ export function createKos(options: KosOptions): Kos {
       return { [TIER_HEADER]: decision.tier, vary: 'Authorization' };
     },
 
-    async deliver(request, identity, decision, response) {
-      const headers = kos.decisionHeaders(decision);
-      const secretHeaders =
-        decision.tier === 'low' ? headers : { ...headers, 'cache-control': 'no-store', pragma: 'no-cache' };
-      try {
-        if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
-        const memos = { high: new Map(), medium: new Map() };
-        if (isBinaryEnvelope(response.body)) {
-          const envelope = parseAll([response.body]).get(response.body) as Envelope;
-          await access.assertAllowed(decision.clientId, envelope.header.kid);
-          if (decision.tier === 'low') {
-            const plaintext = await keys.open(envelope);
-            await recordRelease(decision, [envelope.header.kid], memos.medium);
-            return {
-              status: response.status,
-              headers: { ...secretHeaders, 'content-type': 'application/octet-stream' },
-              body: plaintext,
-              transformed: true,
-            };
-          }
-          const item = await shapeOne(
-            encodeEnvelope(envelope, 'compact'),
-            envelope,
-            request,
-            identity,
-            decision,
-            memos,
-          );
-          await recordRelease(decision, [envelope.header.kid], memos.medium);
-          return {
-            status: response.status,
-            headers: { ...secretHeaders, 'content-type': JSON_TYPE },
-            body: item,
-            transformed: true,
-          };
-        }
-        const walkable =
-          (typeof response.body === 'object' && response.body !== null && !(response.body instanceof Uint8Array)) ||
-          isCompactEnvelope(response.body);
-        if (!walkable) return { status: response.status, headers, body: response.body, transformed: false };
-        const json = JSON.parse(JSON.stringify(response.body)) as unknown;
-        const found = findEnvelopes(json);
-        if (found.length === 0) return { status: response.status, headers, body: response.body, transformed: false };
-        const parsed = parseAll(found);
-        const kids = [...new Set([...parsed.values()].map((e) => e.header.kid))];
-        for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
-        const shaped = new Map<unknown, unknown>();
-        await Promise.all(
-          [...parsed].map(async ([original, envelope]) => {
-            shaped.set(original, await shapeOne(original, envelope, request, identity, decision, memos));
-          }),
-        );
-        const body = replaceEnvelopes(json, (original) => shaped.get(original));
-        await recordRelease(decision, kids, memos.medium);
-        return {
-          status: response.status,
-          headers: { ...secretHeaders, 'content-type': JSON_TYPE },
-          body,
-          transformed: true,
-        };
-      } catch (error) {
-        if (!isKosError(error, 'ERR_AUDIT_UNAVAILABLE')) {
-          await record({
-            type: 'key.released',
-            outcome: 'error',
-            code: isKosError(error) ? error.code : 'ERR_INTERNAL',
-            ...decisionFacts(decision),
-          }).catch(() => undefined);
-        }
-        const failed = kos.errorResponse(error);
-        return { ...failed, headers: { ...failed.headers, ...headers } };
-      }
+    deliver(request, identity, decision, response) {
+      return withSpan(
+        'kos.deliver',
+        {
+          'kos.tier': decision.tier,
+          'kos.band': decision.band,
+          ...(decision.n === undefined
+            ? {}
+            : { 'kos.share_set.n': decision.n, 'kos.share_set.k': decision.k as number }),
+        },
+        (span) => deliverInSpan(request, identity, decision, response, span),
+      );
     },
 
     errorResponse(error) {
       const body = toErrorBody(error);
+      metrics.error(body.error.code);
       const status = isKosError(error) ? error.status : 500;
       return { status, headers: { 'content-type': JSON_TYPE, 'cache-control': 'no-store' }, body, transformed: true };
     },

@@ -23,7 +23,7 @@ export type TieredItem = HighItem | MediumItem;
 
 /** Response header naming the tier the response was shaped for. */
 export const TIER_HEADER = 'kos-tier';
-/** Content type of a binary envelope body (and of a low-tier binary plaintext). */
+/** Content type of a binary envelope body (a low-tier binary plaintext goes out as application/octet-stream). */
 export const BINARY_ENVELOPE_TYPE = 'application/vnd.kos.envelope';
 
 export function isTieredItem(value: unknown): value is TieredItem {

@@ -45,19 +45,31 @@ function checkCiphertext(ciphertext: Uint8Array, header: EnvelopeHeader, maxByte
   if (ciphertext.length < AEAD_ALGORITHMS[header.alg].tagBytes) throw malformed('ciphertext is shorter than its tag');
 }
 
-/** Whether `value` looks like a JSON-form envelope (used to find envelopes inside bodies). */
+/**
+ * Whether `value` has the shape of a JSON-form envelope (used to find envelopes inside
+ * bodies): exactly the eight fields, `kos` a number, `ct` a string. Other objects — even ones
+ * with a `kos` field — are left alone.
+ */
 export function isEnvelopeJson(value: unknown): value is EnvelopeJson {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    !Array.isArray(value) &&
-    (value as { kos?: unknown }).kos !== undefined &&
-    typeof (value as { ct?: unknown }).ct === 'string'
-  );
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const record = value as Record<string, unknown>;
+  if (typeof record.kos !== 'number' || typeof record.ct !== 'string') return false;
+  const keys = Object.keys(record);
+  return keys.length === JSON_KEYS.length && JSON_KEYS.every((key) => key in record);
 }
 
+/** Shortest compact envelope: prefix + base64url of the smallest header and a tag. */
+const MIN_COMPACT_LENGTH = COMPACT_PREFIX.length + 100;
+const COMPACT_PATTERN = /^kos1\.[A-Za-z0-9_-]+$/;
+
+/** Whether `value` has the shape of a compact envelope (`kos1.` + base64url of a plausible length). */
 export function isCompactEnvelope(value: unknown): value is string {
-  return typeof value === 'string' && value.startsWith(COMPACT_PREFIX);
+  return (
+    typeof value === 'string' &&
+    value.length >= MIN_COMPACT_LENGTH &&
+    value.startsWith(COMPACT_PREFIX) &&
+    COMPACT_PATTERN.test(value)
+  );
 }
 
 export function encodeEnvelope(envelope: Envelope, form: 'json'): EnvelopeJson;

@@ -12,6 +12,16 @@ import { decodeEnvelope, type Envelope } from '../envelope/codec.js';
 import { keyCheckValue } from '../envelope/commitment.js';
 import { openWithKey, sealWithKey } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
+import {
+  errorCodeOf,
+  type KosLogger,
+  type KosMetrics,
+  noopMetrics,
+  type ShareFetchOutcome,
+  silentLogger,
+} from '../observability/metrics.js';
+import { loadTracing, withSpan } from '../observability/tracing.js';
+import { GatherTimeoutError } from '../shares/gather.js';
 import { assertPlaceable } from '../shares/placement.js';
 import { rebuildDek, type ShareFailure } from '../shares/rebuild.js';
 import { type ShareSetRecord, SYSTEM_OWNER } from '../shares/share-set.js';
@@ -72,6 +82,10 @@ export interface KeyManagerOptions {
   readonly crypto?: CryptoProvider;
   readonly clock?: () => number;
   readonly onEvent?: (event: KeyManagerEvent) => void;
+  /** Counters and timings: DEK cache hits and misses, share fetch latency per node, rotations. */
+  readonly metrics?: KosMetrics;
+  /** A pino-compatible logger for failed rotations and failing nodes (silent by default). */
+  readonly logger?: KosLogger;
 }
 
 export interface SealOptions {
@@ -86,6 +100,8 @@ export interface OpenOptions {
 
 export interface RotateOptions {
   readonly reason?: string;
+  /** Remove share sets left by crashed rotations of this key first (default true). */
+  readonly collectOrphans?: boolean;
   /** Only rotate if this is still the primary version (used for wear-out and schedules). */
   readonly ifPrimaryIs?: number;
 }
@@ -132,6 +148,8 @@ export class KeyManager {
   readonly #crypto: CryptoProvider;
   readonly #clock: () => number;
   readonly #onEvent: ((event: KeyManagerEvent) => void) | undefined;
+  readonly #metrics: KosMetrics;
+  readonly #logger: KosLogger;
   readonly #cache: DekCache;
   readonly #ops: OpCounter;
   readonly #records = new Map<string, { value: Revisioned<KeyRecord>; readAt: number }>();
@@ -189,12 +207,16 @@ export class KeyManager {
     this.#crypto = options.crypto ?? createNodeCryptoProvider();
     this.#clock = options.clock ?? Date.now;
     this.#onEvent = options.onEvent;
+    this.#metrics = options.metrics ?? noopMetrics;
+    this.#logger = options.logger ?? silentLogger;
     try {
       this.#cache = new DekCache(options.dekCache);
     } catch (error) {
       throw invalid((error as Error).message);
     }
     this.#ops = new OpCounter(this.#metadata, maxOps, Math.floor(block));
+    this.#metrics.watchKeys?.(this);
+    void loadTracing();
   }
 
   /** The system set parameters in force. */
@@ -242,7 +264,11 @@ export class KeyManager {
    */
   async rotate(kid: string, options: RotateOptions = {}): Promise<KeyVersionRecord> {
     assertId(kid, 'key id');
-    return this.#rotateLocked(kid, { reason: options.reason ?? 'manual', ifPrimaryIs: options.ifPrimaryIs });
+    return this.#rotateLocked(kid, {
+      reason: options.reason ?? 'manual',
+      ifPrimaryIs: options.ifPrimaryIs,
+      ...(options.collectOrphans === false ? { collectOrphans: false } : {}),
+    });
   }
 
   /** Whether a key's primary version is due for rotation (schedule or wear-out). */
@@ -255,23 +281,57 @@ export class KeyManager {
   }
 
   /**
+   * Rotates many keys with bounded concurrency (default 16; the metadata and share stores see
+   * that many rotations in flight, which a Redis client pipelines). A key that fails does not
+   * stop the others; the result lists both.
+   */
+  async rotateMany(
+    kids: readonly string[],
+    options: {
+      readonly concurrency?: number;
+      readonly reason?: string;
+      /** Rotate only keys that are due (schedule or wear-out). */
+      readonly onlyDue?: boolean;
+      readonly onProgress?: (done: number, total: number) => void;
+    } = {},
+  ): Promise<{ rotated: string[]; failed: Array<{ kid: string; code: string }> }> {
+    const concurrency = options.concurrency ?? 16;
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1024) {
+      throw new KosError('ERR_INVALID_ARGUMENT', 'concurrency must be 1–1024');
+    }
+    const rotated: string[] = [];
+    const failed: Array<{ kid: string; code: string }> = [];
+    let next = 0;
+    let done = 0;
+    const worker = async () => {
+      while (next < kids.length) {
+        const kid = kids[next++] as string;
+        try {
+          const record = await this.getKey(kid);
+          if (!options.onlyDue || (await this.isDue(kid))) {
+            await this.rotate(kid, { reason: options.reason ?? 'manual', ifPrimaryIs: record.primaryVersion });
+            rotated.push(kid);
+          }
+        } catch (error) {
+          failed.push({ kid, code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
+        }
+        options.onProgress?.(++done, kids.length);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, kids.length) }, worker));
+    return { rotated, failed };
+  }
+
+  /**
    * Rotates every key that is due; resolves the ids rotated. A key that fails does not stop
    * the others: after the pass, ERR_ROTATION_FAILED lists the keys that failed.
    */
-  async rotateDue(): Promise<string[]> {
-    const rotated: string[] = [];
-    const failed: Array<{ kid: string; code: string }> = [];
-    for (const kid of await this.listKeys()) {
-      try {
-        const record = await this.getKey(kid);
-        if (await this.isDue(kid)) {
-          await this.rotate(kid, { reason: 'scheduled', ifPrimaryIs: record.primaryVersion });
-          rotated.push(kid);
-        }
-      } catch (error) {
-        failed.push({ kid, code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
-      }
-    }
+  async rotateDue(options: { readonly concurrency?: number } = {}): Promise<string[]> {
+    const { rotated, failed } = await this.rotateMany(await this.listKeys(), {
+      reason: 'scheduled',
+      onlyDue: true,
+      ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+    });
     if (failed.length > 0) {
       throw new KosError('ERR_ROTATION_FAILED', `${failed.length} due key(s) could not be rotated`, {
         details: { failed, rotated },
@@ -502,6 +562,15 @@ export class KeyManager {
 
   // ---------------------------------------------------------------- internals
 
+  /** Logs through the injected logger; a logger that throws changes nothing. */
+  #log(level: keyof KosLogger, object: object, message: string): void {
+    try {
+      this.#logger[level](object, message);
+    } catch {
+      // Logging must not change a key operation's outcome.
+    }
+  }
+
   #emit(event: KeyManagerEvent): void {
     try {
       this.#onEvent?.(event);
@@ -540,6 +609,7 @@ export class KeyManager {
   /** A copy of the DEK of a version (cache, else one rebuild shared by concurrent callers). */
   async #dek(kid: string, version: KeyVersionRecord): Promise<Uint8Array> {
     const cached = this.#cache.get(kid, version.version);
+    this.#metrics.dekCache(cached !== undefined);
     if (cached) return cached;
     const key = DekCache.key(kid, version.version);
     let pending = this.#rebuilding.get(key);
@@ -557,7 +627,45 @@ export class KeyManager {
     return new Uint8Array(dek);
   }
 
-  async #rebuild(set: ShareSetRecord, kcv: string): Promise<Uint8Array> {
+  /** Rebuilds a DEK from one share set, inside a `kos.rebuild` span. */
+  #rebuild(set: ShareSetRecord, kcv: string): Promise<Uint8Array> {
+    return withSpan(
+      'kos.rebuild',
+      {
+        'kos.kid': set.kid,
+        'kos.key.version': set.version,
+        'kos.share_set.owner': set.owner === SYSTEM_OWNER ? 'system' : 'client',
+        'kos.share_set.n': set.n,
+        'kos.share_set.k': set.k,
+      },
+      async (span) => {
+        const result = await this.#rebuildFromShares(set, kcv);
+        span.setAttribute('kos.nodes.answered', result.usedNodes.length);
+        span.setAttribute('kos.nodes.failed', result.failures.length);
+        return result.dek;
+      },
+    );
+  }
+
+  /** Fetches one share from its node, timing it for the metrics. */
+  async #fetchShare(placement: { nodeId: string; shareId: string }, signal: AbortSignal) {
+    const node = this.#nodes.get(placement.nodeId);
+    if (!node) throw new KosError('ERR_STORE_IO', 'node is not configured');
+    const started = performance.now();
+    let outcome: ShareFetchOutcome = 'error';
+    try {
+      const share = await node.get(placement.shareId, { signal });
+      outcome = share ? 'ok' : 'missing';
+      return share;
+    } catch (error) {
+      if (signal.aborted) outcome = signal.reason instanceof GatherTimeoutError ? 'timeout' : 'cancelled';
+      throw error;
+    } finally {
+      this.#metrics.shareFetch(placement.nodeId, (performance.now() - started) / 1000, outcome);
+    }
+  }
+
+  async #rebuildFromShares(set: ShareSetRecord, kcv: string) {
     try {
       const result = await rebuildDek({
         crypto: this.#crypto,
@@ -566,13 +674,14 @@ export class KeyManager {
         timeoutMs: this.#shareTimeoutMs,
         hedgeAfterMs: this.#hedgeAfterMs,
         extraAttempts: 1,
-        fetch: async (placement, signal) => {
-          const node = this.#nodes.get(placement.nodeId);
-          if (!node) throw new KosError('ERR_STORE_IO', 'node is not configured');
-          return node.get(placement.shareId, { signal });
-        },
+        fetch: (placement, signal) => this.#fetchShare(placement, signal),
       });
       if (result.failures.length > 0) {
+        this.#log(
+          'warn',
+          { kid: set.kid, version: set.version, failures: result.failures },
+          'kos: KMS nodes failed during a DEK rebuild (the rebuild succeeded with other nodes)',
+        );
         this.#emit({
           type: 'shares.rejected',
           kid: set.kid,
@@ -589,10 +698,15 @@ export class KeyManager {
         nodesAsked: [...new Set([...result.usedNodes, ...result.failures.map((failure) => failure.nodeId)])],
         nodesAnswered: result.usedNodes,
       });
-      return result.dek;
+      return result;
     } catch (error) {
       if (isKosError(error, 'ERR_SHARES_INSUFFICIENT')) {
         const failures = (error.details?.failures ?? []) as ShareFailure[];
+        this.#log(
+          'error',
+          { kid: set.kid, version: set.version, code: error.code, failures },
+          'kos: a DEK could not be rebuilt: too few KMS nodes gave a verified share',
+        );
         this.#emit({ type: 'shares.rejected', kid: set.kid, version: set.version, setId: set.setId, failures });
       }
       throw error;
@@ -671,13 +785,59 @@ export class KeyManager {
     }
   }
 
-  async #rotateLocked(
+  /** A rotation inside a `kos.rotate` span; a failure is logged and counted (by code). */
+  #rotateLocked(
     kid: string,
-    options: { reason: string; create?: boolean; algorithm?: AeadAlgorithm; ifPrimaryIs?: number | undefined },
+    options: {
+      reason: string;
+      create?: boolean;
+      algorithm?: AeadAlgorithm;
+      ifPrimaryIs?: number | undefined;
+      collectOrphans?: boolean;
+    },
   ): Promise<KeyVersionRecord> {
-    const before = await this.#metadata.getKey(kid);
+    return withSpan(
+      'kos.rotate',
+      { 'kos.kid': kid, 'kos.rotation.reason': options.reason, 'kos.share_set.n': this.#system.n },
+      async (span) => {
+        try {
+          const entry = await this.#rotateOnce(kid, options);
+          span.setAttribute('kos.key.version', entry.version);
+          return entry;
+        } catch (error) {
+          const code = errorCodeOf(error);
+          // A key that exists (create) or does not (rotate) is the caller's mistake, not a failure.
+          if (code !== 'ERR_KEY_EXISTS' && code !== 'ERR_KEY_NOT_FOUND') {
+            this.#metrics.rotationFailure?.(code);
+            this.#log(
+              code === 'ERR_ROTATION_IN_PROGRESS' ? 'warn' : 'error',
+              { kid, reason: options.reason, code, ...(isKosError(error) && error.details ? error.details : {}) },
+              'kos: key rotation failed; the previous version stays in force',
+            );
+          }
+          throw error;
+        }
+      },
+    );
+  }
+
+  async #rotateOnce(
+    kid: string,
+    options: {
+      reason: string;
+      create?: boolean;
+      algorithm?: AeadAlgorithm;
+      ifPrimaryIs?: number | undefined;
+      collectOrphans?: boolean;
+    },
+  ): Promise<KeyVersionRecord> {
+    // The version this call means to replace: given by the caller, or read now (before waiting
+    // for the lock, so a rotation by another instance meanwhile is recognised).
+    const before = options.ifPrimaryIs === undefined ? await this.#metadata.getKey(kid) : undefined;
     if (options.create && before) throw new KosError('ERR_KEY_EXISTS', 'key already exists', { details: { kid } });
-    if (!options.create && !before) throw new KosError('ERR_KEY_NOT_FOUND', 'key not found', { details: { kid } });
+    if (!options.create && options.ifPrimaryIs === undefined && !before) {
+      throw new KosError('ERR_KEY_NOT_FOUND', 'key not found', { details: { kid } });
+    }
     const lock = `rotate.${kid}`;
     const owner = randomId(this.#crypto, 'o');
     await this.#acquire(lock, owner);
@@ -691,7 +851,7 @@ export class KeyManager {
         const expected = options.ifPrimaryIs ?? before?.value.primaryVersion;
         if (primary !== expected) return this.#version(current.value, primary);
       }
-      await this.#collectOrphans(kid, current?.value);
+      if (options.collectOrphans !== false) await this.#collectOrphans(kid, current?.value);
       const previous = current?.value;
       const version = previous ? Math.max(...previous.versions.map((v) => v.version)) + 1 : 1;
       const algorithm =
@@ -748,6 +908,7 @@ export class KeyManager {
         }
         this.#records.set(kid, { value: { value: next, revision }, readAt: now });
         this.#cache.set(kid, version, dek);
+        this.#metrics.rotation(kid, version, now);
         this.#emit({
           type: 'key.rotated',
           kid,

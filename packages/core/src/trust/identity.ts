@@ -132,14 +132,16 @@ export function createJwtIdentity(options: JwtIdentityOptions): IdentitySource {
 
 /** Identity from an app-supplied async function (its result is validated the same way). */
 export function createCustomIdentity(
-  resolve: (request: RequestLike) => Promise<{ clientId: string; score: number } | undefined>,
+  resolve: (
+    request: RequestLike,
+  ) => Promise<{ clientId: string; score: number; publicJwk?: Record<string, unknown> } | undefined>,
 ): IdentitySource {
   if (typeof resolve !== 'function') throw new KosError('ERR_INVALID_OPTIONS', 'identity resolver must be a function');
   return {
     async identify(request) {
       const result = await resolve(request);
       if (!result) throw new KosError('ERR_UNAUTHENTICATED', 'caller is not identified');
-      return checkIdentity(result.clientId, result.score);
+      return checkIdentity(result.clientId, result.score, result.publicJwk);
     },
   };
 }

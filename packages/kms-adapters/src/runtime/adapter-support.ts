@@ -64,9 +64,14 @@ export function assertRuntimeOptions(options: unknown): asserts options is KosRu
   }
   if (dir !== undefined && typeof dir !== 'string')
     throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: dir must be a path');
-  if (embeddedNodes !== undefined && (!Number.isInteger(embeddedNodes) || embeddedNodes < 3 || embeddedNodes > 16)) {
-    throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: embeddedNodes must be 3–16');
+  if (embeddedNodes !== undefined && (!Number.isInteger(embeddedNodes) || embeddedNodes < 5 || embeddedNodes > 16)) {
+    throw new KosError(
+      'ERR_INVALID_OPTIONS',
+      'kosMiddleware: embeddedNodes must be 5–16 (the default share bands need 5)',
+    );
   }
+  // A ready runtime was configured by whoever built it.
+  if ((options as { runtime?: unknown }).runtime !== undefined) return;
   const environment = env ?? process.env;
   if (environment.NODE_ENV === 'production' && !environment.KOS_CONFIG) {
     const missing = missingForProduction(config ?? {});
@@ -84,4 +89,26 @@ export function assertRuntimeOptions(options: unknown): asserts options is KosRu
 export function toWireBody(body: unknown): string | Uint8Array {
   if (body instanceof Uint8Array) return body;
   return body === undefined ? '' : JSON.stringify(body);
+}
+
+/** `Vary` with `Authorization` added to what the route set (never replacing it). */
+export function mergeVary(existing: string | undefined | null, add = 'Authorization'): string {
+  const parts = (existing ?? '')
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0);
+  if (parts.includes('*') || parts.some((part) => part.toLowerCase() === add.toLowerCase())) return parts.join(', ');
+  return [...parts, add].join(', ');
+}
+
+/** The start-up failure answer: the error's code and status (500 for configuration errors), never cached. */
+export function startupFailure(error: unknown): { status: number; headers: Record<string, string>; body: unknown } {
+  const code = (error as { code?: unknown })?.code;
+  const known = typeof code === 'string' && code.startsWith('ERR_') ? code : 'ERR_INTERNAL';
+  const status = known === 'ERR_INVALID_OPTIONS' || known === 'ERR_INTERNAL' ? 500 : 503;
+  return {
+    status,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
+    body: { error: { code: known, message: 'KOS failed to start' } },
+  };
 }

@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -16,11 +17,23 @@ import {
   KeyManager,
   type Kos,
   KosError,
+  type KosLogger,
+  type KosMetrics,
+  loadTracing,
   type MetadataStore,
   type ShareStore,
   type TokenIssuer,
 } from '@kos/core';
-import { type CryptoKey, createLocalJWKSet, type JSONWebKeySet, type JWK, type KeyObject, SignJWT } from 'jose';
+import {
+  type CryptoKey,
+  createLocalJWKSet,
+  exportJWK,
+  importJWK,
+  type JSONWebKeySet,
+  type JWK,
+  type KeyObject,
+  SignJWT,
+} from 'jose';
 import { type AuditConfig, openAuditTrail } from '../audit/audit-setup.js';
 import { auditEventOfNode } from '../audit/node-events.js';
 import { createFileMetadataStore } from '../file-metadata-store.js';
@@ -30,7 +43,8 @@ import { createKmsHandler, type KmsRequest, type KmsResponse } from '../kms-node
 import { createMemoryMetadataStore } from '../memory-metadata-store.js';
 import { assertRuntimeOptions } from './adapter-support.js';
 import { loadOrCreateKeyPairFile, readKeyPairFile } from './key-files.js';
-import { type KosRuntimeConfig, missingForProduction, type NodeConfig } from './runtime-config.js';
+import { type KosRuntimeConfig, type MetricsConfig, missingForProduction, type NodeConfig } from './runtime-config.js';
+import { auditFailureLogger, resolveRuntimeMetrics, safeLogger } from './runtime-observability.js';
 
 /** Issuer and audience of the development identity tokens minted by the embedded default. */
 export const DEV_IDENTITY_ISSUER = 'urn:kos:dev-identity';
@@ -48,6 +62,13 @@ export interface KosRuntimeOptions {
   readonly embeddedNodes?: number;
   /** Audit settings merged over the configuration's (e.g. a logger, fail-closed mode). */
   readonly audit?: AuditConfig;
+  /**
+   * Metrics, over the configuration's: a KosMetrics sink, `{ prometheus: true }` or `false`
+   * (the embedded default turns Prometheus on when prom-client is installed).
+   */
+  readonly metrics?: MetricsConfig;
+  /** A pino-compatible logger, over the configuration's (default: silent). */
+  readonly logger?: KosLogger;
 }
 
 export interface DevTokenRequest {
@@ -58,8 +79,21 @@ export interface DevTokenRequest {
   readonly publicJwk?: JWK | undefined;
 }
 
+/** A KMS node as the runtime sees it (for status and operations tools). */
+export interface RuntimeNode {
+  readonly nodeId: string;
+  readonly kind: 'http' | 'file' | 'redis' | 'store';
+  readonly publicUrl: string;
+  readonly store: ShareStore;
+}
+
 export interface KosRuntime {
   readonly kos: Kos;
+  readonly access: AccessControl;
+  readonly metadata: MetadataStore;
+  readonly nodes: readonly RuntimeNode[];
+  /** The metadata store kind (`redis`, `file`, `memory` or `store`). */
+  readonly metadataKind: string;
   /** The audit trail, when one is configured (the embedded default writes `.kos/audit/`). */
   readonly audit?: AuditTrail;
   readonly mode: 'embedded' | 'configured';
@@ -69,6 +103,14 @@ export interface KosRuntime {
   handleKms(request: KmsRequest): Promise<KmsResponse | undefined>;
   /** Embedded default only: signs a development identity token. */
   mintDevToken?(request: DevTokenRequest): Promise<string>;
+  /** Where KOS reports its metrics (a no-op sink when metrics are off). */
+  readonly metrics: KosMetrics;
+  /** Prometheus metrics in the text format, for `GET /metrics` (present when Prometheus is on). */
+  metricsText?(): Promise<string>;
+  /** The content type of `metricsText()` (`text/plain; version=0.0.4; charset=utf-8`). */
+  readonly metricsContentType?: string;
+  /** The logger KOS uses (silent unless one was given). */
+  readonly logger: KosLogger;
   close(): Promise<void>;
 }
 
@@ -184,6 +226,38 @@ function buildIdentity(config: NonNullable<KosRuntimeConfig['identity']>): Ident
   return createJwtIdentity({ ...options, key });
 }
 
+/** The public half of a signing key (KeyObject, or an extractable CryptoKey). */
+async function publicKeyOf(key: CryptoKey | KeyObject): Promise<CryptoKey | KeyObject | undefined> {
+  if ('asymmetricKeyType' in key) return createPublicKey(key);
+  if (!key.extractable) return undefined;
+  const { d: _private, ...jwk } = await exportJWK(key);
+  return (await importJWK(jwk, 'EdDSA')) as CryptoKey;
+}
+
+const NODE_KINDS = ['http', 'file', 'redis'];
+const METADATA_KINDS = ['file', 'redis', 'memory'];
+
+/** Refuses configuration fields of the wrong kind before anything connects anywhere. */
+function assertConfigShape(config: KosRuntimeConfig): void {
+  const invalid = (message: string) => new KosError('ERR_INVALID_OPTIONS', `KOS configuration: ${message}`);
+  const metadata = config.metadata as { kind?: unknown; getKey?: unknown } | undefined;
+  if (metadata && typeof metadata.getKey !== 'function' && !METADATA_KINDS.includes(metadata.kind as string)) {
+    throw invalid(`metadata.kind must be one of ${METADATA_KINDS.join(', ')} (or a MetadataStore)`);
+  }
+  for (const [index, node] of (config.nodes ?? []).entries()) {
+    const entry = node as { kind?: unknown; store?: unknown; url?: unknown; dir?: unknown; publicUrl?: unknown };
+    if (entry.store !== undefined) {
+      if (typeof entry.publicUrl !== 'string') throw invalid(`nodes[${index}]: a ready store needs publicUrl`);
+      continue;
+    }
+    if (!NODE_KINDS.includes(entry.kind as string))
+      throw invalid(`nodes[${index}].kind must be one of ${NODE_KINDS.join(', ')}`);
+    if ((entry.kind === 'http' || entry.kind === 'redis') && typeof entry.url !== 'string')
+      throw invalid(`nodes[${index}].url is required`);
+    if (entry.kind === 'file' && typeof entry.dir !== 'string') throw invalid(`nodes[${index}].dir is required`);
+  }
+}
+
 /** Reads a JSON configuration file (`KOS_CONFIG`); `…File` paths in it are relative to the file. */
 export function loadKosConfigFile(path: string): KosRuntimeConfig {
   let parsed: KosRuntimeConfig;
@@ -200,6 +274,15 @@ export function loadKosConfigFile(path: string): KosRuntimeConfig {
     ...(parsed.signingKeyFile ? { signingKeyFile: at(parsed.signingKeyFile) as string } : {}),
     ...(identity?.jwksFile
       ? { identity: { ...(parsed.identity as object), jwksFile: at(identity.jwksFile) } as never }
+      : {}),
+    ...(parsed.audit
+      ? {
+          audit: {
+            ...parsed.audit,
+            ...(parsed.audit.file ? { file: at(parsed.audit.file) as string } : {}),
+            ...(parsed.audit.saltFile ? { saltFile: at(parsed.audit.saltFile) as string } : {}),
+          },
+        }
       : {}),
     ...(parsed.metadata && 'kind' in parsed.metadata && parsed.metadata.kind === 'file'
       ? { metadata: { kind: 'file' as const, dir: at(parsed.metadata.dir) as string } }
@@ -275,6 +358,7 @@ async function embeddedConfig(dir: string, nodeCount: number) {
     access: { defaultDeny: false },
     autoCreateKeys: true,
     audit: { file: join(dir, 'audit', 'kos-audit.jsonl'), saltFile: join(dir, 'keys', 'audit-salt') },
+    metrics: { prometheus: true },
   };
   const mintDevToken = devTokenMinter(devIdentity.privateKey);
   return { config, signing, mintDevToken };
@@ -305,15 +389,20 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       details: { missing },
     });
   }
+  assertConfigShape(config);
   let signingKey = config.signingKey;
-  if (!signingKey) {
-    const pair = await readKeyPairFile(config.signingKeyFile as string);
-    signingKey = pair.privateKey;
+  let keyId: string | undefined;
+  if (config.signingKeyFile) {
+    const pair = await readKeyPairFile(config.signingKeyFile);
+    signingKey ??= pair.privateKey;
     signingPublic = pair.publicKey;
+    keyId = pair.publicJwk.kid as string | undefined;
+  } else if (signingKey && !signingPublic) {
+    signingPublic = await publicKeyOf(signingKey);
   }
   const issuer = config.issuer as string;
   const prefix = (config.mountPrefix ?? DEFAULT_MOUNT_PREFIX).replace(/\/+$/, '');
-  const tokens = createTokenIssuer({ issuer, privateKey: signingKey });
+  const tokens = createTokenIssuer({ issuer, privateKey: signingKey as CryptoKey, keyId: keyId ?? 'kos-signing' });
   const closers: Built['closers'] = [];
   const metadata = await buildMetadata(config.metadata, closers);
   const needsVerifier = (config.nodes ?? []).some((node) => 'kind' in node && node.kind !== 'http');
@@ -321,7 +410,15 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: in-process nodes need signingKeyFile (to verify grants)');
   }
   const auditConfig = config.audit || options.audit ? { ...config.audit, ...options.audit } : undefined;
-  const audit = await openAuditTrail(auditConfig, signingKey as CryptoKey);
+  const logger = safeLogger(options.logger ?? config.logger);
+  const audit = await openAuditTrail(auditConfig, signingKey as CryptoKey, auditFailureLogger(logger));
+  const observed = await resolveRuntimeMetrics(options.metrics ?? config.metrics, {
+    // The embedded default runs without prom-client; a configuration that asks for it does not.
+    optional: mintDevToken !== undefined && options.metrics === undefined,
+    logger,
+  });
+  const metrics = observed.metrics;
+  const tracing = await loadTracing();
   const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix, audit);
   closers.push(...built.closers);
   const tiers = createTierPolicy(config.tiers);
@@ -329,6 +426,8 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     metadata,
     nodes: built.stores,
     tierPolicy: tiers,
+    metrics,
+    logger,
     ...(audit ? { onEvent: (event) => void audit.record(auditEventOf(event)).catch(() => undefined) } : {}),
     ...(config.systemShares ? { systemShares: config.systemShares } : {}),
   });
@@ -346,6 +445,7 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     tokens,
     nodes: built.publicUrls,
     tiers,
+    metrics,
     ...(config.autoCreateKeys ? { autoCreateKeys: true } : {}),
     ...(audit ? { audit } : {}),
   });
@@ -368,8 +468,36 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     },
   });
 
+  logger.info(
+    {
+      mode: mintDevToken ? 'embedded' : 'configured',
+      issuer,
+      nodes: (config.nodes ?? []).map((node) => ({
+        nodeId: node.nodeId,
+        kind: 'store' in node ? 'store' : node.kind,
+        ...(node.zone ? { zone: node.zone } : {}),
+      })),
+      metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
+      systemShares: keys.systemShares,
+      audit: audit ? (audit.failClosed ? 'fail-closed' : 'on') : 'off',
+      metrics: observed.kind,
+      tracing,
+    },
+    'kos: started',
+  );
+
+  const runtimeNodes: RuntimeNode[] = (config.nodes ?? []).map((node, index) => ({
+    nodeId: node.nodeId,
+    kind: 'store' in node ? 'store' : node.kind,
+    publicUrl: built.publicUrls.get(node.nodeId) as string,
+    store: built.stores[index] as ShareStore,
+  }));
   return {
     kos,
+    access,
+    metadata,
+    nodes: runtimeNodes,
+    metadataKind: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
     mode: mintDevToken ? 'embedded' : 'configured',
     mountPrefix: prefix,
     async handleKms(request) {
@@ -384,6 +512,9 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     },
     ...(mintDevToken ? { mintDevToken } : {}),
     ...(audit ? { audit } : {}),
+    metrics,
+    logger,
+    ...(observed.text ? { metricsText: observed.text, metricsContentType: observed.contentType as string } : {}),
     async close() {
       await audit?.close().catch(() => undefined);
       for (const close of closers.reverse()) await close().catch(() => undefined);

@@ -2,6 +2,8 @@ import type {
   AccessControl,
   IdentitySource,
   JwtIdentityOptions,
+  KosLogger,
+  KosMetrics,
   MetadataStore,
   ShareStore,
   TierPolicyOptions,
@@ -56,6 +58,25 @@ export type MetadataConfig =
   | { readonly kind: 'memory' };
 
 /**
+ * Prometheus metrics through prom-client (an optional peer dependency that must then be
+ * installed): the runtime's `metricsText()` answers `GET /metrics`.
+ */
+export interface PrometheusRuntimeConfig {
+  readonly prometheus: true;
+  /** Metric name prefix (default `kos_`). */
+  readonly prefix?: string;
+  /** Most key ids exported by `kos_key_primary_age_seconds` (default 1000, oldest first). */
+  readonly maxKeyAgeKids?: number;
+  /** How long key ages read from the key registry are reused between scrapes (default 60 000 ms). */
+  readonly keyRegistryRefreshMs?: number;
+  /** Also export prom-client's process metrics (default false). */
+  readonly defaultMetrics?: boolean;
+}
+
+/** A metrics sink, Prometheus, or `false` for none. */
+export type MetricsConfig = KosMetrics | PrometheusRuntimeConfig | false;
+
+/**
  * Everything KOS needs. In development `createKosRuntime()` with no configuration fills all
  * of it from a local `.kos/` folder; in production every field marked required must be given.
  */
@@ -83,6 +104,13 @@ export interface KosRuntimeConfig {
   readonly mountPrefix?: string;
   /** The audit trail (hash-chained file, logger, custom sinks; fail-closed mode). */
   readonly audit?: AuditConfig;
+  /** Metrics (default: none; the embedded default enables Prometheus when prom-client is installed). */
+  readonly metrics?: MetricsConfig;
+  /**
+   * A pino-compatible logger for start-up, failed rotations, failing KMS nodes and failed audit
+   * writes (default: silent). Nothing secret is logged: ids, codes and reasons only.
+   */
+  readonly logger?: KosLogger;
 }
 
 /** What a production configuration must name, for the refusal message. */
