@@ -2,7 +2,7 @@
 export function printInstructions(framework: string, base: string, mode: 'embedded' | 'configured'): void {
   const token = (score: number) => `$(npm run -s token -- --client alice --score ${score})`;
   console.log(`
-KOS example (${framework}) listening on ${base}  [${mode === 'embedded' ? 'embedded default: keys, metadata and 5 KMS nodes in ${process.env.KOS_DIR ?? './.kos'}' : 'configured'}]
+KOS example (${framework}) listening on ${base}  [${mode === 'embedded' ? `embedded default: keys, metadata and 5 KMS nodes in ${process.env.KOS_DIR ?? './.kos'}` : 'configured'}]
 
 Try the three tiers (tokens are development identity tokens for client "alice"):
 

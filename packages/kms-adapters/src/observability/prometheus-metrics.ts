@@ -236,7 +236,8 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     name: `${prefix}key_registry_read_age_seconds`,
     help: 'Time since the key ages were last read from the key registry (grows when reads fail).',
     registers,
-    collect() {
+    async collect() {
+      await refreshKeys();
       this.set(Number.isFinite(readAt) ? Math.max(0, (clock() - readAt) / 1000) : Number.NaN);
     },
   });

@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, KeyObject as NodeKeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -228,8 +228,8 @@ function buildIdentity(config: NonNullable<KosRuntimeConfig['identity']>): Ident
 
 /** The public half of a signing key (KeyObject, or an extractable CryptoKey). */
 async function publicKeyOf(key: CryptoKey | KeyObject): Promise<CryptoKey | KeyObject | undefined> {
-  if ('asymmetricKeyType' in key) return createPublicKey(key);
-  if (!key.extractable) return undefined;
+  if (key instanceof NodeKeyObject) return createPublicKey(key);
+  if (!(key as CryptoKey).extractable) return undefined;
   const { d: _private, ...jwk } = await exportJWK(key);
   return (await importJWK(jwk, 'EdDSA')) as CryptoKey;
 }
@@ -402,7 +402,8 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
   }
   const issuer = config.issuer as string;
   const prefix = (config.mountPrefix ?? DEFAULT_MOUNT_PREFIX).replace(/\/+$/, '');
-  const tokens = createTokenIssuer({ issuer, privateKey: signingKey as CryptoKey, keyId: keyId ?? 'kos-signing' });
+  // The kid (from the key file) lets nodes pick the key from a JWKS during key rollover.
+  const tokens = createTokenIssuer({ issuer, privateKey: signingKey as CryptoKey, ...(keyId ? { keyId } : {}) });
   const closers: Built['closers'] = [];
   const metadata = await buildMetadata(config.metadata, closers);
   const needsVerifier = (config.nodes ?? []).some((node) => 'kind' in node && node.kind !== 'http');
