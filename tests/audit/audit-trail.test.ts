@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,10 @@ describe('the audit trail of a running app (embedded default)', () => {
     await fetch(`${base}/records/${id}`, { headers: { authorization: 'Bearer forged.token.value' } });
     secrets.push(toBase64url(await app.runtime.kos.keys.getDek('records', 1)));
     await app.runtime.audit?.close();
+    // One file per process: kos-audit-<host>-<pid>.jsonl.
+    const files = (await readdir(join(dir, 'audit'))).filter((name) => name.endsWith(`-${process.pid}.jsonl`));
+    expect(files).toHaveLength(1);
+    log = join(dir, 'audit', files[0] as string);
   });
 
   afterAll(async () => {
@@ -61,7 +65,8 @@ describe('the audit trail of a running app (embedded default)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const logPath = () => join(dir, 'audit', 'kos-audit.jsonl');
+  let log = '';
+  const logPath = () => log;
 
   it('records startup, decisions, denials, releases, grants issued and redeemed at the nodes', async () => {
     const records = (await lines(logPath())).map(

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { type AuditSink, type AuditTrail, createAuditTrail, createLoggerSink, KosError } from '@kos/core';
 import type { CryptoKey } from 'jose';
@@ -8,7 +9,11 @@ import { createHashChainedFileSink } from './hash-chained-file-sink.js';
 
 /** How a runtime or a node records its audit trail. */
 export interface AuditConfig {
-  /** Hash-chained JSON-lines file (one per process). */
+  /**
+   * Hash-chained JSON-lines file. One writer per file: `{host}` and `{pid}` in the name are
+   * replaced, so processes sharing a configuration (instances, the `kos` command) never
+   * interleave one chain.
+   */
   readonly file?: string;
   /** Pseudonym key (>= 16 bytes), or a file holding it (created with 32 random bytes, 0600, if missing). */
   readonly salt?: Uint8Array;
@@ -21,6 +26,11 @@ export interface AuditConfig {
   readonly sinks?: readonly AuditSink[];
   /** Checkpoint interval of the file (default 100 records). */
   readonly checkpointEvery?: number;
+}
+
+/** The audit file name with `{host}` and `{pid}` filled in. */
+export function auditFilePath(template: string): string {
+  return template.replaceAll('{host}', hostname()).replaceAll('{pid}', String(process.pid));
 }
 
 /** Reads the salt file, creating it (32 random bytes, mode 0600, atomic) when missing. */
@@ -48,10 +58,11 @@ export async function openAuditTrail(
   const sinks: AuditSink[] = [...(config.sinks ?? [])];
   if (config.logger) sinks.push(createLoggerSink(config.logger));
   if (config.file) {
-    await mkdir(dirname(config.file), { recursive: true, mode: 0o700 });
+    const path = auditFilePath(config.file);
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     sinks.push(
       await createHashChainedFileSink({
-        path: config.file,
+        path,
         ...(signingKey ? { signingKey } : {}),
         ...(config.checkpointEvery ? { checkpointEvery: config.checkpointEvery } : {}),
       }),

@@ -50,7 +50,7 @@ export function initCommand(): Command {
       const identity = await loadOrCreateKeyPairFile(join(dir, 'keys', 'dev-identity.jwk.json'), 'kos-dev-identity');
       await writeFile(
         join(dir, 'keys', 'identity.jwks.json'),
-        JSON.stringify({ keys: [{ ...(await exportJWK(identity.publicKey)), alg: 'EdDSA' }] }),
+        JSON.stringify({ keys: [{ ...(await exportJWK(identity.publicKey)), alg: 'EdDSA', kid: 'kos-dev-identity' }] }),
       );
       await loadOrCreateSalt(join(dir, 'keys', 'audit-salt'));
       const nodes = Array.from({ length: options.nodes }, (_, i) =>
@@ -71,7 +71,7 @@ export function initCommand(): Command {
           options.store === 'redis' ? { kind: 'redis', url: options.redisUrl } : { kind: 'file', dir: 'metadata' },
         nodes,
         access: { defaultDeny: true },
-        audit: { file: 'audit/kos-audit.jsonl', saltFile: 'keys/audit-salt' },
+        audit: { file: 'audit/kos-audit-{host}-{pid}.jsonl', saltFile: 'keys/audit-salt' },
       };
       await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
       print(options, { config: configPath, dir, store: options.store, nodes: options.nodes }, () =>
@@ -80,7 +80,8 @@ export function initCommand(): Command {
           `  configuration: ${configPath} (store: ${options.store}, ${options.nodes} KMS nodes, default-deny access)`,
           `  signing key:   ${join(dir, 'keys', 'kos-signing.jwk.json')} (mode 0600); nodes trust keys/kos-public.jwks.json`,
           '  identity:      a development key (keys/identity.jwks.json) — point "identity" at your identity provider for production',
-          `Use it: KOS_CONFIG=${configPath} npm start`,
+          `Create keys:   kos --config ${configPath} rotate --create <kid>`,
+          `Use it:        KOS_CONFIG=${configPath} npm start`,
         ].join('\n'),
       );
     } catch (error) {

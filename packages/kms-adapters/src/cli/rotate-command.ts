@@ -21,12 +21,19 @@ export function rotateCommand(): Command {
     try {
       await withRuntime(options, async (runtime) => {
         const keys = runtime.kos.keys;
+        // Keys created here start at version 1 and are not rotated again in the same run.
+        const created = new Set<string>();
         if (options.create) {
           const existing = new Set(await keys.listKeys());
-          for (const kid of kids) if (!existing.has(kid)) await keys.createKey(kid);
+          for (const kid of kids) {
+            if (!existing.has(kid)) {
+              await keys.createKey(kid);
+              created.add(kid);
+            }
+          }
         }
-        const targets = options.due || options.all ? await keys.listKeys() : kids;
-        if (targets.length === 0) throw new Error('name keys to rotate, or use --due or --all');
+        const targets = (options.due || options.all ? await keys.listKeys() : kids).filter((kid) => !created.has(kid));
+        if (targets.length === 0 && created.size === 0) throw new Error('name keys to rotate, or use --due or --all');
         const progress = options.json ? undefined : createProgress('rotate');
         const result = await keys.rotateMany(targets, {
           concurrency: options.concurrency,
@@ -34,10 +41,11 @@ export function rotateCommand(): Command {
           ...(options.due ? { onlyDue: true } : {}),
           onProgress: (done, total) => progress?.update(done, total, done, done === total),
         });
-        print(options, result, () =>
-          [`rotated ${result.rotated.length} key(s)`, ...result.failed.map((f) => `  FAILED ${f.kid}: ${f.code}`)].join(
-            '\n',
-          ),
+        print(options, { ...result, created: [...created] }, () =>
+          [
+            `created ${created.size} and rotated ${result.rotated.length} key(s)`,
+            ...result.failed.map((f) => `  FAILED ${f.kid}: ${f.code}`),
+          ].join('\n'),
         );
         if (result.failed.length > 0) process.exitCode = 1;
       });

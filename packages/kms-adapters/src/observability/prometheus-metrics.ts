@@ -29,6 +29,7 @@ export interface PrometheusMetrics extends KosMetrics {
   readonly contentType: string;
   /** The registry in the Prometheus text exposition format (what `GET /metrics` answers). */
   metricsText(): Promise<string>;
+  rotationFailure(code: string): void;
   watchKeys(registry: KeyRegistryReader): void;
 }
 

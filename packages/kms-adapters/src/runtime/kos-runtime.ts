@@ -357,7 +357,7 @@ async function embeddedConfig(dir: string, nodeCount: number) {
     })),
     access: { defaultDeny: false },
     autoCreateKeys: true,
-    audit: { file: join(dir, 'audit', 'kos-audit.jsonl'), saltFile: join(dir, 'keys', 'audit-salt') },
+    audit: { file: join(dir, 'audit', 'kos-audit-{host}-{pid}.jsonl'), saltFile: join(dir, 'keys', 'audit-salt') },
     metrics: { prometheus: true },
   };
   const mintDevToken = devTokenMinter(devIdentity.privateKey);
