@@ -1,7 +1,16 @@
 /**
  * What `bench/middleware.bench.ts` and its server child (`middleware-server.ts`) share: the
- * record, the route, the identity issuer/audience and the client ids of each case.
+ * record, the route, the identity issuer/audience, the client ids of each case and the KOS
+ * runtime (configured, memory metadata and share stores, as in the conformance tests).
  */
+import { createAccessControl } from '@kos/core';
+import {
+  createKosRuntime,
+  createMemoryMetadataStore,
+  createMemoryShareStore,
+  type KosRuntime,
+} from '@kos/kms-adapters';
+import { generateKeyPair, type JWK } from 'jose';
 
 export const FRAMEWORKS = ['express', 'hono', 'koa'] as const;
 export type Framework = (typeof FRAMEWORKS)[number];
@@ -44,4 +53,29 @@ export function benchRecord(): Record<string, unknown> {
   const record = { ...base, notes };
   if (JSON.stringify(record).length !== RECORD_BYTES) throw new Error('bench record is not 1 KiB');
   return record;
+}
+
+/**
+ * A configured KOS runtime: identity tokens from ISSUER (EdDSA, verified with `identityJwk`),
+ * memory metadata, five memory share stores, default-deny access with every bench client
+ * granted KID, default tier policy (deny below 10).
+ */
+export async function buildBenchRuntime(identityJwk: JWK): Promise<KosRuntime> {
+  const signing = await generateKeyPair('EdDSA', { extractable: true });
+  const metadata = createMemoryMetadataStore();
+  const access = createAccessControl({ metadata, defaultDeny: true });
+  for (const client of Object.values(CLIENTS)) await access.grant(client, KID);
+  const nodes = Array.from({ length: 5 }, (_, i) => createMemoryShareStore({ nodeId: `node-${i + 1}` }));
+  return createKosRuntime({
+    config: {
+      issuer: 'https://kos.bench',
+      signingKey: signing.privateKey,
+      identity: { key: identityJwk, algorithms: ['EdDSA'], issuer: ISSUER, audience: AUDIENCE },
+      metadata,
+      nodes: nodes.map((store) => ({ nodeId: store.nodeId, store, publicUrl: `https://kms.bench/${store.nodeId}` })),
+      access,
+      tiers: { denyBelow: 10 },
+      autoCreateKeys: true,
+    },
+  });
 }

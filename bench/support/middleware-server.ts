@@ -16,24 +16,20 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
 import { getRequestListener } from '@hono/node-server';
-import { createAccessControl } from '@kos/core';
 import { kosMiddleware as expressKos } from '@kos/express';
 import { kosMiddleware as honoKos } from '@kos/hono';
-import { createKosRuntime, createMemoryMetadataStore, createMemoryShareStore, type KosRuntime } from '@kos/kms-adapters';
+import type { KosRuntime } from '@kos/kms-adapters';
 import { kosMiddleware as koaKos } from '@kos/koa';
 import express from 'express';
 import { Hono } from 'hono';
 import type { JWK } from 'jose';
-import { generateKeyPair } from 'jose';
 import Koa from 'koa';
 import {
-  AUDIENCE,
   benchRecord,
-  CLIENTS,
+  buildBenchRuntime,
   FRAMEWORKS,
   type Framework,
   IDENTITY_ENV,
-  ISSUER,
   KID,
   RECORD_ID,
   type ServerMode,
@@ -45,28 +41,6 @@ function option(name: string): string | undefined {
   const argv = process.argv;
   const at = argv.indexOf(name);
   return at === -1 ? undefined : argv[at + 1];
-}
-
-async function buildRuntime(): Promise<KosRuntime> {
-  const identityJwk = process.env[IDENTITY_ENV];
-  if (!identityJwk) throw new Error(`${IDENTITY_ENV} is not set`);
-  const signing = await generateKeyPair('EdDSA', { extractable: true });
-  const metadata = createMemoryMetadataStore();
-  const access = createAccessControl({ metadata, defaultDeny: true });
-  for (const client of Object.values(CLIENTS)) await access.grant(client, KID);
-  const nodes = Array.from({ length: 5 }, (_, i) => createMemoryShareStore({ nodeId: `node-${i + 1}` }));
-  return createKosRuntime({
-    config: {
-      issuer: 'https://kos.bench',
-      signingKey: signing.privateKey,
-      identity: { key: JSON.parse(identityJwk) as JWK, algorithms: ['EdDSA'], issuer: ISSUER, audience: AUDIENCE },
-      metadata,
-      nodes: nodes.map((store) => ({ nodeId: store.nodeId, store, publicUrl: `https://kms.bench/${store.nodeId}` })),
-      access,
-      tiers: { denyBelow: 10 },
-      autoCreateKeys: true,
-    },
-  });
 }
 
 /** The same route in each framework; `runtime` set = KOS in front of it. */
@@ -114,7 +88,9 @@ async function main(): Promise<void> {
   let runtime: KosRuntime | undefined;
   const rows = new Map<string, unknown>();
   if (mode === 'kos') {
-    runtime = await buildRuntime();
+    const identityJwk = process.env[IDENTITY_ENV];
+    if (!identityJwk) throw new Error(`${IDENTITY_ENV} is not set`);
+    runtime = await buildBenchRuntime(JSON.parse(identityJwk) as JWK);
     rows.set(RECORD_ID, { id: RECORD_ID, data: await runtime.kos.seal(KID, record, { dataId: RECORD_ID }) });
   } else {
     rows.set(RECORD_ID, { id: RECORD_ID, data: record });

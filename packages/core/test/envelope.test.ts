@@ -47,10 +47,10 @@ describe('envelope v1', () => {
     });
   });
 
-  it('uses a fresh random nonce for every seal', async () => {
+  it('uses a fresh random nonce for every seal (also across refills of the random pool)', async () => {
     const nonces = new Set<string>();
-    for (let i = 0; i < 200; i++) nonces.add(toBase64url((await seal()).header.nonce));
-    expect(nonces.size).toBe(200);
+    for (let i = 0; i < 1000; i++) nonces.add(toBase64url((await seal()).header.nonce));
+    expect(nonces.size).toBe(1000);
   });
 
   it('seals an empty plaintext and a 1 MiB one', async () => {

@@ -31,6 +31,7 @@ export {
 } from './kms-node/kms-server.js';
 export { createMemoryMetadataStore } from './memory-metadata-store.js';
 export { createMemoryShareStore, type MemoryShareStoreOptions } from './memory-share-store.js';
+export { type RewrapOptions, type RewrapProgress, rewrapRecord, rewrapRecords } from './operations/rewrap-records.js';
 export type { RedisClient } from './redis/redis-client.js';
 export {
   createRedisMetadataStore,

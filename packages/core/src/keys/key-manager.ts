@@ -811,7 +811,12 @@ export class KeyManager {
             this.#metrics.rotationFailure?.(code);
             this.#log(
               code === 'ERR_ROTATION_IN_PROGRESS' ? 'warn' : 'error',
-              { kid, reason: options.reason, code, ...(isKosError(error) && error.details ? error.details : {}) },
+              {
+                kid,
+                reason: options.reason,
+                code,
+                ...(isKosError(error) && error.details ? { details: error.details } : {}),
+              },
               'kos: key rotation failed; the previous version stays in force',
             );
           }
