@@ -2,8 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import {
   type ClientRequest,
   createServer,
-  type IncomingMessage,
   request as httpRequest,
+  type IncomingMessage,
   type ServerResponse,
 } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -85,6 +85,7 @@ export function seededRandom(seed: number): {
 
 /** Seed from `KOS_CHAOS_SEED` (to replay a run), else a fresh one; tests print it on failure. */
 export function chaosSeed(): number {
+  // biome-ignore lint/suspicious/noUndeclaredEnvVars: a test-only replay seed, never a build input
   const fromEnv = Number(process.env.KOS_CHAOS_SEED);
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : Math.floor(Math.random() * 2 ** 31) + 1;
 }
@@ -183,10 +184,12 @@ export async function startSlowProxy(target: string, delayMs: () => number): Pro
 }
 
 /** A reply from a line-JSON child: `{ id, ok: true, ...result }` or `{ id, ok: false, code, message }`. */
-export type JsonReply = { readonly id: number; readonly ok: boolean; readonly code?: string; readonly message?: string } & Record<
-  string,
-  unknown
->;
+export type JsonReply = {
+  readonly id: number;
+  readonly ok: boolean;
+  readonly code?: string;
+  readonly message?: string;
+} & Record<string, unknown>;
 
 /** A child process spoken to in JSON lines: one request per stdin line, one reply per stdout line (by `id`). */
 export interface JsonProcess {
@@ -205,7 +208,11 @@ export interface JsonProcess {
  * Starts `node --conditions=kos-source --import tsx <script> ...args` from the repo root and
  * resolves once it prints `{"ready":true}`.
  */
-export function startJsonProcess(script: string, args: readonly string[], startTimeoutMs = 20_000): Promise<JsonProcess> {
+export function startJsonProcess(
+  script: string,
+  args: readonly string[],
+  startTimeoutMs = 20_000,
+): Promise<JsonProcess> {
   const child = spawn(process.execPath, ['--conditions=kos-source', '--import', 'tsx', script, ...args], {
     cwd: root,
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -253,7 +260,9 @@ export function startJsonProcess(script: string, args: readonly string[], startT
         }
         const timer = setTimeout(() => {
           pending.delete(id);
-          rejectReply(new Error(`${script} did not answer ${JSON.stringify(message).slice(0, 200)} in ${timeoutMs} ms`));
+          rejectReply(
+            new Error(`${script} did not answer ${JSON.stringify(message).slice(0, 200)} in ${timeoutMs} ms`),
+          );
         }, timeoutMs);
         pending.set(id, {
           resolve: (reply) => {

@@ -168,8 +168,15 @@ export function createKos(options: KosOptions): Kos {
   async function dropSetsIfAny(clientId: string): Promise<void> {
     const checked = withoutSets.get(clientId);
     if (checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS) return;
-    await keys.deleteClientSets(clientId);
     forgetReferences(clientId);
+    try {
+      await keys.deleteClientSets(clientId);
+    } catch (error) {
+      // A node is down: the sets stay recorded and the next request tries again. Serving this
+      // (non-medium) request does not depend on it.
+      if (isKosError(error, 'ERR_STORE_IO')) return;
+      throw error;
+    }
     withoutSets.set(clientId, Date.now());
     if (withoutSets.size > 10_000) withoutSets.delete(withoutSets.keys().next().value as string);
   }

@@ -27,6 +27,8 @@ export interface TokenVerifierOptions {
 
 export interface TokenVerifier {
   readonly nodeId: string;
+  /** The clock skew accepted (seconds): replay entries must outlive a grant by at least this. */
+  readonly clockToleranceSeconds: number;
   verifyGrant(token: string): Promise<GrantClaims>;
   verifyServiceToken(token: string): Promise<ServiceTokenClaims>;
 }
@@ -119,6 +121,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
 
   return {
     nodeId,
+    clockToleranceSeconds: tolerance,
     async verifyGrant(token) {
       const payload = await verify(token, GRANT_TYP, MAX_GRANT_TTL_SECONDS, GRANT_CODES, ['key', 'ver', 'set', 'shr']);
       const { key, ver, set, shr, cnf } = payload;

@@ -368,7 +368,8 @@ export class KeyManager {
     assertId(kid, 'key id');
     const record = await this.#updateKey(kid, (current) => {
       const entry = this.#version(current, version);
-      if (entry.state !== 'retired') {
+      // A destroyed version may be destroyed again: that finishes deleting shares a node kept.
+      if (entry.state !== 'retired' && entry.state !== 'destroyed') {
         throw new KosError('ERR_KEY_VERSION_STATE', 'only a retired version can be destroyed');
       }
       return {
@@ -382,7 +383,7 @@ export class KeyManager {
     for (const key of [...this.#clientSets.keys()]) {
       if (key.startsWith(`${kid}\u0000${version}\u0000`)) this.#clientSets.delete(key);
     }
-    for (const set of await this.#metadata.listShareSets({ kid, version })) await this.#discardSet(set);
+    await this.#discardAll(await this.#metadata.listShareSets({ kid, version }), `destroying ${kid} v${version}`);
     this.#emit({ type: 'key.version-destroyed', kid, version });
     return record;
   }
@@ -546,9 +547,21 @@ export class KeyManager {
       if (key.endsWith(`\u0000${clientId}`)) this.#clientSets.delete(key);
     }
     const sets = await this.listClientSets(clientId, filter);
+    const kept = new Set<string>();
     for (const set of sets) {
-      await this.#discardSet(set);
-      this.#emit({ type: 'client-set.deleted', kid: set.kid, version: set.version, clientId });
+      const remaining = await this.#discardSet(set);
+      for (const nodeId of remaining) kept.add(nodeId);
+      if (remaining.length === 0)
+        this.#emit({ type: 'client-set.deleted', kid: set.kid, version: set.version, clientId });
+    }
+    if (kept.size > 0) {
+      throw new KosError(
+        'ERR_STORE_IO',
+        'client share sets: shares remain on unreachable nodes; run it again when they are back',
+        {
+          details: { nodes: [...kept].sort() },
+        },
+      );
     }
     return sets.length;
   }
@@ -741,7 +754,7 @@ export class KeyManager {
     for (const { share } of shares) wipe(share.value);
     const failed = results.findIndex((result) => result.status === 'rejected');
     if (failed !== -1) {
-      await this.#discardSet(record);
+      await this.#abandonSet(record);
       const reason = (results[failed] as PromiseRejectedResult).reason;
       throw new KosError('ERR_STORE_IO', 'a KMS node did not store its share', {
         details: { nodeId: shares[failed]?.nodeId ?? 'unknown', code: isKosError(reason) ? reason.code : 'unknown' },
@@ -752,11 +765,44 @@ export class KeyManager {
   }
 
   /** Deletes a set's shares (best effort on every node) and then its record. */
-  async #discardSet(set: ShareSetRecord): Promise<void> {
-    await Promise.allSettled(
-      set.placements.map((placement) => this.#nodes.get(placement.nodeId)?.delete(placement.shareId)),
+  /**
+   * Deletes a set's shares on every node, then its record. If a node cannot be reached the
+   * record stays (so a retry, or the orphan sweep, finds the share again) and the nodes that
+   * kept a share are returned; an empty list means the set is gone everywhere.
+   */
+  async #discardSet(set: ShareSetRecord): Promise<string[]> {
+    const results = await Promise.allSettled(
+      set.placements.map(async (placement) => {
+        const node = this.#nodes.get(placement.nodeId);
+        if (!node) throw new KosError('ERR_STORE_IO', 'node is not configured');
+        await node.delete(placement.shareId);
+      }),
     );
-    await this.#metadata.deleteShareSet(set.setId);
+    const kept = set.placements.filter((_, index) => results[index]?.status === 'rejected').map((p) => p.nodeId);
+    if (kept.length === 0) await this.#metadata.deleteShareSet(set.setId);
+    return kept;
+  }
+
+  /** Discards a set nobody will use; if a node kept its share, marks the record for the next sweep. */
+  async #abandonSet(set: ShareSetRecord): Promise<void> {
+    if ((await this.#discardSet(set)).length > 0) {
+      await this.#metadata.putShareSet({ ...set, abandoned: true }).catch(() => undefined);
+    }
+  }
+
+  /** Discards sets; throws ERR_STORE_IO naming the nodes that kept shares (run again to finish). */
+  async #discardAll(sets: readonly ShareSetRecord[], what: string): Promise<void> {
+    const kept = new Set<string>();
+    for (const set of sets) for (const nodeId of await this.#discardSet(set)) kept.add(nodeId);
+    if (kept.size > 0) {
+      throw new KosError(
+        'ERR_STORE_IO',
+        `${what}: shares remain on unreachable nodes; run it again when they are back`,
+        {
+          details: { nodes: [...kept].sort() },
+        },
+      );
+    }
   }
 
   async #updateKey(kid: string, change: (record: KeyRecord) => KeyRecord): Promise<KeyRecord> {
@@ -905,7 +951,7 @@ export class KeyManager {
         } catch (error) {
           if (isKosError(error, 'ERR_STORE_CONFLICT')) {
             // Our lock expired and another instance committed first: its version stands.
-            await this.#discardSet(set);
+            await this.#abandonSet(set);
             const winner = await this.#loadKey(kid, true);
             return this.#version(winner.value, winner.value.primaryVersion);
           }
@@ -941,7 +987,7 @@ export class KeyManager {
     for (const set of await this.#metadata.listShareSets({ kid })) {
       const orphan =
         !systemSets.has(set.version) || (set.owner === SYSTEM_OWNER && systemSets.get(set.version) !== set.setId);
-      if (orphan && set.createdAt <= cutoff) await this.#discardSet(set);
+      if (orphan && (set.abandoned === true || set.createdAt <= cutoff)) await this.#discardSet(set);
     }
   }
 }

@@ -22,6 +22,11 @@ export interface ShareSetRecord {
   readonly k: number;
   readonly placements: readonly SharePlacement[];
   readonly createdAt: number;
+  /**
+   * Set by a rotation or provisioning that failed and could not delete every share (a node
+   * was down): nobody uses this set; the next rotation of the key collects it at once.
+   */
+  readonly abandoned?: boolean;
 }
 
 export const SYSTEM_OWNER = 'system';

@@ -151,6 +151,7 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
         url,
         accessToken: auth.token,
         expectedJkt: claims.cnf.jkt,
+        clockToleranceSeconds: verifier.clockToleranceSeconds,
         clock,
       }));
     } else if (auth.scheme === 'DPoP') {
@@ -164,9 +165,10 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
     if (share.owner !== claims.sub) throw new KosError('ERR_GRANT_WRONG_CLIENT', 'grant is for another client');
     // Single use, checked last so a refused attempt does not burn the grant. A key-bound grant
     // is reusable by its holder within its lifetime; its proofs are single-use instead.
-    const ttlSeconds = Math.max(1, claims.exp - Math.floor(clock() / 1000) + 60);
+    // Kept until the grant can no longer be accepted (expiry plus the accepted clock skew), plus a margin.
+    const ttlSeconds = Math.max(1, claims.exp - Math.floor(clock() / 1000) + verifier.clockToleranceSeconds + 60);
     if (proofJti !== undefined) {
-      if (!(await replay.markOnce(`dpop.${nodeId}`, proofJti, 120))) {
+      if (!(await replay.markOnce(`dpop.${nodeId}`, proofJti, 120 + verifier.clockToleranceSeconds))) {
         throw new KosError('ERR_DPOP_REPLAYED', 'this DPoP proof was already used');
       }
     } else if (!(await replay.markOnce(`grant.${nodeId}`, claims.jti, ttlSeconds))) {
