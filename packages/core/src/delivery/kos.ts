@@ -369,7 +369,6 @@ export function createKos(options: KosOptions): Kos {
     const secretHeaders =
       decision.tier === 'low' ? headers : { ...headers, 'cache-control': 'no-store', pragma: 'no-cache' };
     try {
-      if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
       const memos = { high: new Map(), medium: new Map() };
       if (isBinaryEnvelope(response.body)) {
         const envelope = parseAll([response.body]).get(response.body) as Envelope;
@@ -451,6 +450,9 @@ export function createKos(options: KosOptions): Kos {
           throw error;
         }
         const decision: KosDecision = { clientId: identity.clientId, ...tierDecision };
+        // Out of medium: the client's share sets go now, whatever the route answers (a 404, a
+        // redirect, text), so its outstanding grants stop working.
+        if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
         await record({ type: 'decision', outcome: 'ok', ...decisionFacts(decision) });
         metrics.decision(decision.tier);
         return { decision, identity };
