@@ -69,4 +69,10 @@ export {
   loadKosConfigFile,
   type RuntimeNode,
 } from './runtime/kos-runtime.js';
-export type { KosRuntimeConfig, MetadataConfig, NodeConfig } from './runtime/runtime-config.js';
+export type {
+  KosRuntimeConfig,
+  MetadataConfig,
+  MetricsConfig,
+  NodeConfig,
+  PrometheusRuntimeConfig,
+} from './runtime/runtime-config.js';
