@@ -14,7 +14,7 @@
 // SIGTERM). Every process it starts is stopped on every path.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { createAccessControl } from '@kos/core';
 import { type ClientKeyPair, createOpener, isKosError } from '@kos/core/client';
 import { createApp } from '@kos/example-express';
@@ -43,18 +44,29 @@ function usage(): string {
   return `Usage: npm run soak -- [options]
 
   --seconds <s>           soak time with chaos, after warm-up (default 20)
-  --warmup <s>            warm-up traffic before the start memory sample, no chaos (default 3)
+  --warmup <s>            warm-up (same traffic and chaos) before the start memory sample;
+                          not part of the figures (default: a quarter of --seconds, 2–10 s)
   --concurrency <n>       concurrent request workers (default 8)
   --chaos-interval <s>    mean seconds between node kills (default 3)
   --max-down <n>          node processes down at once, at most n-k = ${NODES - SYSTEM_K} (default ${NODES - SYSTEM_K})
   --no-chaos              no node kills (baseline)
   --records <n>           records written before the run (default 40)
-  --write-ratio <r>       share of operations that are writes, 0–1 (default 0.05)
+  --write-ratio <r>       share of operations that are writes, 0–1 (default 0.02; every record
+                          written stays in the example app's in-memory Map, so writes grow the
+                          heap by design)
   --clear-cache-ms <ms>   drop KOS's DEK cache this often so KOS rebuilds from its system
                           share set under chaos too; 0 = never (default 2000)
-  --max-growth-pct <p>    fail if heapUsed (and RSS with --check-rss) at the end exceeds the
-                          start by more than p % (default 10; short runs are noisy)
-  --check-rss             apply --max-growth-pct to RSS as well as heapUsed
+  --max-growth-pct <p>    fail if the heap's objects (heapUsed without compiled code; RSS too
+                          with --check-rss) at the end exceed the start by more than p %
+                          (default 10; short runs are noisy)
+  --memory-every <s>      memory sample (after forced GC) every s seconds of the soak, for the
+                          timeline in the report; 0 = only start and end (default 10)
+  --check-rss             apply --max-growth-pct to RSS as well as the heap objects
+  --clear-stale-locks     before restarting a killed node, remove the replay-cache file lock
+                          the dead process left (works around kos-kms waiting 10 s for it)
+  --share-timeout-ms <ms> per-node timeout of the client opener's share fetches (default
+                          3000, the opener's default)
+  --heap-snapshots <dir>  also write V8 heap snapshots at the start and end samples (diagnosis)
   --seed <n>              random seed for traffic mix and chaos (default: random)
   --json                  print the report as one JSON object on stdout (progress on stderr)
   --help`;
@@ -74,6 +86,7 @@ function readOptions() {
     options: {
       seconds: { type: 'string' },
       warmup: { type: 'string' },
+      'memory-every': { type: 'string' },
       concurrency: { type: 'string' },
       'chaos-interval': { type: 'string' },
       'max-down': { type: 'string' },
@@ -83,6 +96,9 @@ function readOptions() {
       'clear-cache-ms': { type: 'string' },
       'max-growth-pct': { type: 'string' },
       'check-rss': { type: 'boolean', default: false },
+      'clear-stale-locks': { type: 'boolean', default: false },
+      'share-timeout-ms': { type: 'string' },
+      'heap-snapshots': { type: 'string' },
       seed: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -93,16 +109,26 @@ function readOptions() {
   return {
     help: values.help,
     seconds: numberOption(values.seconds, 'seconds', 20, 1, 86_400),
-    warmup: numberOption(values.warmup, 'warmup', 3, 0, 3600),
+    warmup: numberOption(
+      values.warmup,
+      'warmup',
+      Math.min(10, Math.max(2, numberOption(values.seconds, 'seconds', 20, 1, 86_400) / 4)),
+      0,
+      3600,
+    ),
+    memoryEveryMs: numberOption(values['memory-every'], 'memory-every', 10, 0, 3600) * 1000,
     concurrency: Math.floor(numberOption(values.concurrency, 'concurrency', 8, 1, 256)),
     chaosIntervalMs: numberOption(values['chaos-interval'], 'chaos-interval', 3, 0.2, 3600) * 1000,
     maxDown: Math.floor(numberOption(values['max-down'], 'max-down', NODES - SYSTEM_K, 0, NODES - SYSTEM_K)),
     chaos: !values['no-chaos'],
     records: Math.floor(numberOption(values.records, 'records', 40, 1, 100_000)),
-    writeRatio: numberOption(values['write-ratio'], 'write-ratio', 0.05, 0, 1),
+    writeRatio: numberOption(values['write-ratio'], 'write-ratio', 0.02, 0, 1),
     clearCacheMs: numberOption(values['clear-cache-ms'], 'clear-cache-ms', 2000, 0, 3_600_000),
     maxGrowthPct: numberOption(values['max-growth-pct'], 'max-growth-pct', 10, 0, 100_000),
     checkRss: values['check-rss'],
+    clearStaleLocks: values['clear-stale-locks'],
+    heapSnapshots: values['heap-snapshots'],
+    shareTimeoutMs: numberOption(values['share-timeout-ms'], 'share-timeout-ms', 3000, 100, 60_000),
     seed: Math.floor(numberOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31)),
     json: values.json,
   };
@@ -244,7 +270,8 @@ function startNode(slot: NodeSlot, jwksPath: string, onExit: (slot: NodeSlot, ch
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       children.delete(child);
-      if (!listening) rejectStart(new Error(`kos-kms ${slot.nodeId} exited (${code ?? signal}): ${stderr.join(' | ')}`));
+      if (!listening)
+        rejectStart(new Error(`kos-kms ${slot.nodeId} exited (${code ?? signal}): ${stderr.join(' | ')}`));
       else onExit(slot, child);
     });
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -351,13 +378,26 @@ interface ErrorCount {
   unexpected: number;
 }
 
+/** Which nodes failed a share fetch and why (ids and codes only: nothing secret). */
+function failuresOf(error: unknown): string | undefined {
+  const failures = isKosError(error) ? error.details?.failures : undefined;
+  if (!Array.isArray(failures) || failures.length === 0) return undefined;
+  return failures
+    .map((f: { nodeId?: unknown; reason?: unknown; code?: unknown }) =>
+      [f.nodeId, f.reason, f.code].filter((part) => part !== undefined).join(':'),
+    )
+    .join(', ');
+}
+
 interface Sample {
   readonly phase: string;
   readonly op: string;
   readonly code: string;
   readonly status?: number;
   readonly message: string;
-  readonly downDuring: number;
+  readonly failures?: string;
+  /** Nodes that were down at some moment while the operation ran. */
+  readonly downDuring: string;
   readonly atSeconds: number;
 }
 
@@ -418,6 +458,10 @@ class Stats {
 interface MemorySample {
   readonly rssMiB: number;
   readonly heapUsedMiB: number;
+  /** Compiled code in the heap (code spaces): grows as V8 optimises more functions, bounded by the program. */
+  readonly codeMiB: number;
+  /** heapUsed without compiled code: the objects the program holds. The growth check uses this. */
+  readonly objectsMiB: number;
   readonly heapTotalMiB: number;
   readonly externalMiB: number;
   readonly arrayBuffersMiB: number;
@@ -432,10 +476,15 @@ async function sampleMemory(): Promise<MemorySample> {
     }
   }
   const m = process.memoryUsage();
+  const code = getHeapSpaceStatistics()
+    .filter((space) => space.space_name.startsWith('code_'))
+    .reduce((sum, space) => sum + space.space_used_size, 0);
   const mib = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
   return {
     rssMiB: mib(m.rss),
     heapUsedMiB: mib(m.heapUsed),
+    codeMiB: mib(code),
+    objectsMiB: mib(m.heapUsed - code),
     heapTotalMiB: mib(m.heapTotal),
     externalMiB: mib(m.external),
     arrayBuffersMiB: mib(m.arrayBuffers),
@@ -498,21 +547,33 @@ async function main(): Promise<number> {
     killing: false,
     stderr: [],
   }));
-  const stats = new Stats();
+  let stats = new Stats();
+  let warmup: Stats | undefined;
+  const memoryTimeline: { atSeconds: number; rssMiB: number; heapUsedMiB: number; objectsMiB: number }[] = [];
   const chaos = {
     kills: 0,
     restarts: 0,
     restartFailures: 0,
     unexpectedExits: 0,
+    /** Restarts that found the killed process's replay-cache lock still on disk. */
+    staleLocksAtRestart: 0,
+    replayEntriesAtRestart: { max: 0, sum: 0, count: 0 },
     maxDownSeen: 0,
     /** Milliseconds spent with 0, 1, 2, … nodes down during the soak phase. */
     downTimeMs: new Array<number>(NODES + 1).fill(0),
+    /** The first node state changes of the soak phase, to line up with error samples. */
+    events: [] as string[],
   };
+  const secondsSinceStart = () => Math.round((Date.now() - startedAt) / 100) / 10;
   let phase: 'setup' | 'warmup' | 'soak' | 'drain' = 'setup';
   let lastChange = performance.now();
   const downCount = () => slots.filter((slot) => slot.state !== 'up').length;
-  /** In-flight operations, each with the most nodes that were down at any time while it ran. */
-  const inflight = new Set<{ maxDown: number }>();
+  /**
+   * In-flight operations, each with every node that was down at any moment while it ran. Not
+   * the most down at once: a read that overlaps node A's outage and then node B's can fail on
+   * both although only one was down at a time, so it can lose as many shares as the nodes it saw down.
+   */
+  const inflight = new Set<{ downNodes: Set<string> }>();
   const setState = (slot: NodeSlot, state: NodeSlot['state']) => {
     const now = performance.now();
     const before = downCount();
@@ -520,8 +581,11 @@ async function main(): Promise<number> {
     lastChange = now;
     slot.state = state;
     const down = downCount();
+    if (phase === 'soak' && before !== down && chaos.events.length < 400) {
+      chaos.events.push(`${secondsSinceStart()}s ${slot.nodeId} ${state} (${down} down)`);
+    }
     if (phase === 'soak' && down > chaos.maxDownSeen) chaos.maxDownSeen = down;
-    for (const op of inflight) if (down > op.maxDown) op.maxDown = down;
+    if (state === 'down') for (const op of inflight) op.downNodes.add(slot.nodeId);
   };
   const onNodeExit = (slot: NodeSlot, child: ChildProcess) => {
     if (slot.child !== child) return;
@@ -568,7 +632,9 @@ async function main(): Promise<number> {
     const jwksPath = join(dir, 'kos-public.jwks.json');
     writeFileSync(
       jwksPath,
-      JSON.stringify({ keys: [{ ...(await exportJWK(signing.publicKey)), kid: 'kos-soak', alg: 'EdDSA', use: 'sig' }] }),
+      JSON.stringify({
+        keys: [{ ...(await exportJWK(signing.publicKey)), kid: 'kos-soak', alg: 'EdDSA', use: 'sig' }],
+      }),
     );
     const idp = await generateKeyPair('EdDSA', { extractable: true });
 
@@ -586,7 +652,11 @@ async function main(): Promise<number> {
       signingKey: signing.privateKey,
       identity: { key: idp.publicKey, algorithms: ['EdDSA'], issuer: IDP, audience: AUDIENCE },
       metadata,
-      nodes: slots.map((slot) => ({ nodeId: slot.nodeId, kind: 'http' as const, url: `http://127.0.0.1:${slot.port}` })),
+      nodes: slots.map((slot) => ({
+        nodeId: slot.nodeId,
+        kind: 'http' as const,
+        url: `http://127.0.0.1:${slot.port}`,
+      })),
       access,
       systemShares: { n: NODES, k: SYSTEM_K },
     };
@@ -600,7 +670,18 @@ async function main(): Promise<number> {
       server?.once('error', rejectListen);
     });
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    await runtime.kos.keys.createKey(KID);
+    // A rotation that failed before commit leaves nothing behind and may be re-run (DESIGN
+    // invariant 6): on a loaded machine a node can miss the store timeout once.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await runtime.kos.keys.createKey(KID);
+        break;
+      } catch (error) {
+        if (attempt >= 3 || !isKosError(error, 'ERR_ROTATION_FAILED')) throw error;
+        const cause = (error as { cause?: { code?: unknown } }).cause;
+        log(opts, `creating the key failed (${String(cause?.code ?? error.code)}); retrying`);
+      }
+    }
 
     // -- clients: a few per profile, each with its own token (and key pair where the profile has one)
     const ttl = Math.ceil(opts.warmup + opts.seconds) + 3600;
@@ -670,7 +751,7 @@ async function main(): Promise<number> {
       const opName = profile ? profile.name : 'write';
       const tier = profile ? profile.tier : 'write';
       const needK = profile ? profile.k : SYSTEM_K;
-      const state = { maxDown: downCount() };
+      const state = { downNodes: new Set(slots.filter((slot) => slot.state !== 'up').map((slot) => slot.nodeId)) };
       inflight.add(state);
       const started = performance.now();
       stats.requests++;
@@ -713,7 +794,10 @@ async function main(): Promise<number> {
               throw Object.assign(new Error(`item tier ${body.data?.kosTier}`), { code: 'WRONG_TIER_OR_RECORD' });
             }
             // A fresh opener per read: medium shares are fetched from the nodes every time.
-            const opener = createOpener({ timeoutMs: 3000, ...(client.key ? { clientKey: client.key } : {}) });
+            const opener = createOpener({
+              timeoutMs: opts.shareTimeoutMs,
+              ...(client.key ? { clientKey: client.key } : {}),
+            });
             try {
               data = ((await opener.openBody(body)) as { data?: unknown }).data;
             } finally {
@@ -738,16 +822,18 @@ async function main(): Promise<number> {
         else code = `CLIENT_${e.name ?? 'Error'}`;
         const status = typeof e.status === 'number' ? e.status : undefined;
         // Expected only while more nodes were down than this path can lose (n − k).
-        const tooManyDown = state.maxDown > NODES - needK;
+        const tooManyDown = state.downNodes.size > NODES - needK;
         const expected = tooManyDown && (code === 'ERR_SHARES_INSUFFICIENT' || status === 503);
+        const failures = failuresOf(error);
         stats.error(code, expected, {
           phase,
           op: opName,
           code,
           ...(status === undefined ? {} : { status }),
           message: String(e.message ?? '').slice(0, 200),
-          downDuring: state.maxDown,
-          atSeconds: Math.round((Date.now() - startedAt) / 100) / 10,
+          ...(failures === undefined ? {} : { failures }),
+          downDuring: [...state.downNodes].sort().join(' ') || 'none',
+          atSeconds: secondsSinceStart(),
         });
       } finally {
         inflight.delete(state);
@@ -758,6 +844,7 @@ async function main(): Promise<number> {
       const phaseEnd = new AbortController();
       const timer = setTimeout(() => phaseEnd.abort(), ms);
       const stopOnInterrupt = () => phaseEnd.abort();
+      if (interrupt.signal.aborted) phaseEnd.abort();
       interrupt.signal.addEventListener('abort', stopOnInterrupt, { once: true });
       try {
         await Promise.all(
@@ -776,58 +863,48 @@ async function main(): Promise<number> {
     if (opts.clearCacheMs > 0) {
       clearCacheTimer.id = setInterval(() => runtime.kos.keys.clearCache(), opts.clearCacheMs);
     }
-    phase = 'warmup';
-    log(opts, `warm-up ${opts.warmup} s, ${opts.concurrency} workers, ${records.length} records, seed ${opts.seed}`);
-    for (const client of clients) {
-      if (interrupt.signal.aborted) break;
-      const response = await fetch(`${base}/records/${records[0]?.id}`, {
-        headers: { authorization: `Bearer ${client.token}` },
-      });
-      await response.arrayBuffer();
-      if (response.status !== 200) throw new Error(`warm-up read by ${client.id} answered ${response.status}`);
-    }
-    await runTraffic(opts.warmup * 1000);
-    // Warm-up counts are not part of the figures.
-    const warm = { requests: stats.requests, ok: stats.ok };
-    stats.requests = 0;
-    stats.ok = 0;
-    stats.errors.clear();
-    stats.byOp.clear();
-    stats.latency.clear();
-    const warmupUnexpected = stats.unexpectedSamples.splice(0);
-    if (warmupUnexpected.length > 0 || stats.wrongPlaintexts > 0) {
-      log(opts, `warm-up had ${warmupUnexpected.length} error(s) (first: ${JSON.stringify(warmupUnexpected[0])})`);
-    }
-    log(opts, `warm-up done: ${warm.requests} requests`);
-    memoryStart = await sampleMemory();
-    recordsAtStart = records.length;
-
-    // -- the soak: traffic for --seconds while the chaos loop kills and restarts nodes
-    phase = 'soak';
-    lastChange = performance.now();
-    log(opts, `soak ${opts.seconds} s${opts.chaos ? `, chaos every ~${opts.chaosIntervalMs / 1000} s, at most ${opts.maxDown} down` : ', no chaos'}`);
-    const soakEnd = new AbortController();
-    const stopChaos = () => soakEnd.abort();
+    const chaosEnd = new AbortController();
+    const stopChaos = () => chaosEnd.abort();
+    if (interrupt.signal.aborted) chaosEnd.abort();
     interrupt.signal.addEventListener('abort', stopChaos, { once: true });
     const restarts = new Set<Promise<void>>();
     const chaosLoop = async () => {
-      while (!soakEnd.signal.aborted) {
-        await sleep(opts.chaosIntervalMs * (0.5 + random()), soakEnd.signal);
-        if (soakEnd.signal.aborted) break;
+      while (!chaosEnd.signal.aborted) {
+        await sleep(opts.chaosIntervalMs * (0.5 + random()), chaosEnd.signal);
+        if (chaosEnd.signal.aborted) break;
         const up = slots.filter((slot) => slot.state === 'up');
         const budget = opts.maxDown - (NODES - up.length);
         if (budget <= 0) continue;
         const count = budget >= 2 && random() < 0.35 ? 2 : 1;
         const victims: NodeSlot[] = [];
-        while (victims.length < count && up.length > 0) victims.push(up.splice(Math.floor(random() * up.length), 1)[0]!);
+        while (victims.length < count && up.length > 0)
+          victims.push(up.splice(Math.floor(random() * up.length), 1)[0]!);
         for (const slot of victims) {
           chaos.kills++;
           const downFor = opts.chaosIntervalMs * (0.3 + random() * 1.2);
           const task = (async () => {
             await stopNode(slot, 'SIGKILL');
             // Shortened when the soak ends; skipped when interrupted.
-            await sleep(downFor, soakEnd.signal);
+            await sleep(downFor, chaosEnd.signal);
             if (interrupt.signal.aborted) return;
+            // A kill that lands while the node holds its replay-cache file lock leaves the lock
+            // behind, and kos-kms then waits for it to go stale (10 s) before it can redeem a
+            // grant (docs/benchmarks.md "Soak"). --clear-stale-locks removes it, as an operator's
+            // restart step could: the process that held it is dead and the folder is this node's own.
+            // Replay-cache entries the restarted node will sweep on its first grant redemption.
+            try {
+              const entries = readdirSync(join(slot.dir, 'replay', 'replay')).length;
+              chaos.replayEntriesAtRestart.max = Math.max(chaos.replayEntriesAtRestart.max, entries);
+              chaos.replayEntriesAtRestart.sum += entries;
+              chaos.replayEntriesAtRestart.count++;
+            } catch {
+              // no replay folder yet
+            }
+            const staleLock = join(slot.dir, 'replay', '.lock.lock');
+            if (existsSync(staleLock)) {
+              chaos.staleLocksAtRestart++;
+              if (opts.clearStaleLocks) rmSync(staleLock, { recursive: true, force: true });
+            }
             await bringUp(slot, jwksPath);
             chaos.restarts++;
           })().catch((error: unknown) => {
@@ -838,20 +915,70 @@ async function main(): Promise<number> {
         }
       }
     };
-    const soakStarted = performance.now();
-    const soakTimer = setTimeout(() => soakEnd.abort(), opts.seconds * 1000);
+
+    // -- warm-up: the same traffic and chaos as the soak, so the start sample is taken in the
+    // steady regime (code paths of failures and restarts already run, caches filled)
+    phase = 'warmup';
+    log(opts, `warm-up ${opts.warmup} s, ${opts.concurrency} workers, ${records.length} records, seed ${opts.seed}`);
+    for (const client of clients) {
+      if (interrupt.signal.aborted) break;
+      const response = await fetch(`${base}/records/${records[0]?.id}`, {
+        headers: { authorization: `Bearer ${client.token}` },
+      });
+      await response.arrayBuffer();
+      if (response.status !== 200) throw new Error(`warm-up read by ${client.id} answered ${response.status}`);
+    }
     const chaosDone = opts.chaos && opts.maxDown > 0 ? chaosLoop() : Promise.resolve();
+    await runTraffic(opts.warmup * 1000);
+    log(opts, `warm-up done: ${stats.requests} requests`);
+    warmup = stats;
+    stats = new Stats();
+    if (interrupt.signal.aborted) throw new Error('interrupted during warm-up');
+    memoryStart = await sampleMemory();
+    if (opts.heapSnapshots)
+      log(opts, `heap snapshot ${writeHeapSnapshot(join(resolve(opts.heapSnapshots), 'soak-start.heapsnapshot'))}`);
+    // Writing a snapshot blocks the event loop for seconds, long enough for the idle keep-alive
+    // connections to the app to time out on both sides at once; let those timers run before
+    // traffic resumes, or the first requests race a closing socket ("fetch failed").
+    if (opts.heapSnapshots) await sleep(1000);
+    recordsAtStart = records.length;
+
+    // -- the soak: traffic for --seconds while the chaos loop goes on killing and restarting nodes
+    phase = 'soak';
+    lastChange = performance.now();
+    log(
+      opts,
+      `soak ${opts.seconds} s${opts.chaos ? `, chaos every ~${opts.chaosIntervalMs / 1000} s, at most ${opts.maxDown} down` : ', no chaos'}`,
+    );
+    const soakStarted = performance.now();
+    const timelineEnd = new AbortController();
+    const timeline = (async () => {
+      if (opts.memoryEveryMs <= 0) return;
+      while (!timelineEnd.signal.aborted) {
+        await sleep(opts.memoryEveryMs, timelineEnd.signal);
+        if (timelineEnd.signal.aborted || memoryTimeline.length >= 1000) break;
+        const sample = await sampleMemory();
+        memoryTimeline.push({
+          atSeconds: Math.round((performance.now() - soakStarted) / 100) / 10,
+          rssMiB: sample.rssMiB,
+          heapUsedMiB: sample.heapUsedMiB,
+          objectsMiB: sample.objectsMiB,
+        });
+      }
+    })();
     await runTraffic(opts.seconds * 1000);
     soakSeconds = (performance.now() - soakStarted) / 1000;
-    soakEnd.abort();
-    clearTimeout(soakTimer);
-    await chaosDone;
+    timelineEnd.abort();
+    chaosEnd.abort();
+    await Promise.all([chaosDone, timeline]);
     setState(slots[0] as NodeSlot, (slots[0] as NodeSlot).state); // close the down-time accounting
     phase = 'drain';
     await Promise.all([...restarts]);
     interrupt.signal.removeEventListener('abort', stopChaos);
     if (clearCacheTimer.id) clearInterval(clearCacheTimer.id);
     memoryEnd = await sampleMemory();
+    if (opts.heapSnapshots)
+      log(opts, `heap snapshot ${writeHeapSnapshot(join(resolve(opts.heapSnapshots), 'soak-end.heapsnapshot'))}`);
   } catch (error) {
     if (!interrupted) setupError = error;
   } finally {
@@ -869,7 +996,17 @@ async function main(): Promise<number> {
   }
 
   if (setupError) {
-    console.error(`[soak] failed: ${(setupError as Error)?.stack ?? String(setupError)}`);
+    console.error(`[soak] set-up failed: ${(setupError as Error)?.stack ?? String(setupError)}`);
+    // The cause chain, codes and details (ids only) of KOS errors: nothing secret is in them.
+    for (let cause = (setupError as { cause?: unknown })?.cause, depth = 0; cause && depth < 5; depth++) {
+      const c = cause as { name?: string; code?: unknown; message?: string; details?: unknown; cause?: unknown };
+      console.error(
+        `[soak]   caused by ${c.name} ${c.code ?? ''} ${c.message ?? ''} ${JSON.stringify(c.details ?? {})}`,
+      );
+      cause = c.cause;
+    }
+    const details = (setupError as { details?: unknown })?.details;
+    if (details) console.error(`[soak]   details ${JSON.stringify(details)}`);
     return 2;
   }
 
@@ -877,9 +1014,10 @@ async function main(): Promise<number> {
   const growthPct = (start: number | undefined, end: number | undefined) =>
     start && end !== undefined ? Math.round(((end - start) / start) * 1000) / 10 : undefined;
   const heapGrowthPct = growthPct(memoryStart?.heapUsedMiB, memoryEnd?.heapUsedMiB);
+  const objectsGrowthPct = growthPct(memoryStart?.objectsMiB, memoryEnd?.objectsMiB);
   const rssGrowthPct = growthPct(memoryStart?.rssMiB, memoryEnd?.rssMiB);
   const memoryFailed =
-    (heapGrowthPct !== undefined && heapGrowthPct > opts.maxGrowthPct) ||
+    (objectsGrowthPct !== undefined && objectsGrowthPct > opts.maxGrowthPct) ||
     (opts.checkRss && rssGrowthPct !== undefined && rssGrowthPct > opts.maxGrowthPct);
   const tiers = ['low', 'medium', 'high', 'write'] as const;
   const report = {
@@ -900,6 +1038,15 @@ async function main(): Promise<number> {
       clearCacheMs: opts.clearCacheMs,
       maxGrowthPct: opts.maxGrowthPct,
       checkRss: opts.checkRss,
+      clearStaleLocks: opts.clearStaleLocks,
+      shareTimeoutMs: opts.shareTimeoutMs,
+    },
+    warmup: {
+      requests: warmup?.requests ?? 0,
+      expectedErrors: warmup?.expected ?? 0,
+      unexpectedErrors: warmup?.unexpected ?? 0,
+      wrongPlaintexts: warmup?.wrongPlaintexts ?? 0,
+      unexpectedSamples: warmup?.unexpectedSamples ?? [],
     },
     soakSeconds: Math.round(soakSeconds * 10) / 10,
     requests: stats.requests,
@@ -922,7 +1069,15 @@ async function main(): Promise<number> {
       restarts: chaos.restarts,
       restartFailures: chaos.restartFailures,
       unexpectedExits: chaos.unexpectedExits,
+      staleLocksAtRestart: chaos.staleLocksAtRestart,
+      replayEntriesAtRestart: {
+        max: chaos.replayEntriesAtRestart.max,
+        mean: chaos.replayEntriesAtRestart.count
+          ? Math.round(chaos.replayEntriesAtRestart.sum / chaos.replayEntriesAtRestart.count)
+          : 0,
+      },
       maxDownSeen: chaos.maxDownSeen,
+      events: chaos.events,
       secondsWithDown: Object.fromEntries(
         chaos.downTimeMs.map((ms, down) => [String(down), Math.round(ms / 100) / 10]).filter(([, s]) => s !== 0),
       ),
@@ -932,19 +1087,28 @@ async function main(): Promise<number> {
       gcForced: typeof (globalThis as { gc?: unknown }).gc === 'function',
       start: memoryStart,
       end: memoryEnd,
+      timeline: memoryTimeline,
       heapGrowthPct,
+      objectsGrowthPct,
       rssGrowthPct,
     },
     processes: { started: spawnedPids.length, pids: spawnedPids, stillRunning: [...children].filter(alive).length },
+    /** The temporary folder of the run (removed at the end). */
+    dataDir: dir,
     failures: [] as string[],
   };
   if (stats.unexpected > 0) report.failures.push(`${stats.unexpected} unexpected error(s)`);
   if (stats.wrongPlaintexts > 0) report.failures.push(`${stats.wrongPlaintexts} wrong plaintext(s)`);
+  if ((warmup?.unexpected ?? 0) > 0 || (warmup?.wrongPlaintexts ?? 0) > 0) {
+    report.failures.push(
+      `warm-up: ${warmup?.unexpected} unexpected error(s), ${warmup?.wrongPlaintexts} wrong plaintext(s)`,
+    );
+  }
   if (chaos.unexpectedExits > 0) report.failures.push(`${chaos.unexpectedExits} node process(es) died on their own`);
   if (stats.requests === 0 && !interrupted) report.failures.push('no requests were made');
   if (memoryFailed) {
     report.failures.push(
-      `memory grew more than ${opts.maxGrowthPct} % (heapUsed ${heapGrowthPct} %, RSS ${rssGrowthPct} %)`,
+      `memory grew more than ${opts.maxGrowthPct} % (heap objects ${objectsGrowthPct} %, heapUsed ${heapGrowthPct} %, RSS ${rssGrowthPct} %)`,
     );
   }
 
@@ -981,8 +1145,11 @@ function printReport(report: {
     start: MemorySample | undefined;
     end: MemorySample | undefined;
     heapGrowthPct: number | undefined;
+    objectsGrowthPct: number | undefined;
     rssGrowthPct: number | undefined;
+    timeline: { atSeconds: number; rssMiB: number; heapUsedMiB: number; objectsMiB: number }[];
   };
+  warmup: { requests: number; expectedErrors: number; unexpectedErrors: number; wrongPlaintexts: number };
   interrupted: boolean;
   failures: string[];
 }): void {
@@ -992,6 +1159,11 @@ function printReport(report: {
     `requests ${report.requests} in ${report.soakSeconds} s (${report.requestsPerSecond}/s), ok ${report.ok}, ` +
       `errors ${report.errors.total} (expected ${report.errors.expected}, unexpected ${report.errors.unexpected}), ` +
       `wrong plaintexts ${report.wrongPlaintexts}`,
+  );
+  const w = report.warmup;
+  out.push(
+    `warm-up (not in the figures): requests ${w.requests}, expected errors ${w.expectedErrors}, ` +
+      `unexpected ${w.unexpectedErrors}, wrong plaintexts ${w.wrongPlaintexts}`,
   );
   out.push('', 'errors by code           total  expected  unexpected');
   for (const [code, count] of Object.entries(report.errors.byCode)) {
@@ -1008,20 +1180,33 @@ function printReport(report: {
   }
   out.push('', 'operations               requests     ok  errors');
   for (const [name, o] of Object.entries(report.operations)) {
-    out.push(`  ${name.padEnd(22)} ${String(o.requests).padStart(8)} ${String(o.ok).padStart(6)} ${String(o.errors).padStart(7)}`);
+    out.push(
+      `  ${name.padEnd(22)} ${String(o.requests).padStart(8)} ${String(o.ok).padStart(6)} ${String(o.errors).padStart(7)}`,
+    );
   }
-  out.push('', `chaos: ${JSON.stringify(report.chaos)}`);
+  const { events, ...chaos } = report.chaos as { events?: string[] };
+  out.push('', `chaos: ${JSON.stringify(chaos)}`);
   out.push(`records: ${report.records.atStart} at start, ${report.records.atEnd} at end`);
   const m = report.memory;
   const fmt = (s: MemorySample | undefined) =>
-    s ? `rss ${s.rssMiB} MiB, heapUsed ${s.heapUsedMiB} MiB, external ${s.externalMiB} MiB` : 'n/a';
+    s
+      ? `rss ${s.rssMiB} MiB, heapUsed ${s.heapUsedMiB} MiB (objects ${s.objectsMiB}, code ${s.codeMiB}), external ${s.externalMiB} MiB`
+      : 'n/a';
   out.push(`memory (gc forced: ${m.gcForced ? 'yes' : 'no — run with --expose-gc'})`);
   out.push(`  start ${fmt(m.start)}`);
   out.push(`  end   ${fmt(m.end)}`);
-  out.push(`  growth heapUsed ${m.heapGrowthPct ?? 'n/a'} %, rss ${m.rssGrowthPct ?? 'n/a'} %`);
+  out.push(
+    `  growth heap objects ${m.objectsGrowthPct ?? 'n/a'} % (checked), heapUsed ${m.heapGrowthPct ?? 'n/a'} %, rss ${m.rssGrowthPct ?? 'n/a'} %`,
+  );
+  if (m.timeline.length > 0) {
+    out.push(
+      `  timeline, taken under load (s: objects/heapUsed/rss MiB) ${m.timeline.map((t) => `${t.atSeconds}: ${t.objectsMiB}/${t.heapUsedMiB}/${t.rssMiB}`).join(', ')}`,
+    );
+  }
   if (report.errors.unexpectedSamples.length > 0) {
     out.push('', 'unexpected errors (first ones):');
     for (const sample of report.errors.unexpectedSamples) out.push(`  ${JSON.stringify(sample)}`);
+    out.push('', 'node state changes (soak phase):', `  ${(events ?? []).join('\n  ')}`);
   }
   out.push('', report.failures.length === 0 ? 'PASS' : `FAIL: ${report.failures.join('; ')}`, '');
   console.log(out.join('\n'));

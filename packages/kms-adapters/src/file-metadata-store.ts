@@ -52,6 +52,8 @@ export interface FileMetadataStoreOptions {
   readonly lockWaitMs?: number;
   /** A lock whose holder stopped refreshing it this long ago is taken over (crashed holder). Default 10000, minimum 2000. */
   readonly lockStaleMs?: number;
+  /** Expired replay entries are swept at most this often, the first time one interval after start (default 60000). */
+  readonly replaySweepIntervalMs?: number;
 }
 
 /**
@@ -98,7 +100,19 @@ export function createFileMetadataStore(options: FileMetadataStoreOptions): Meta
     removeStaleTempFilesSync(path, STALE_TEMP_FILE_MS);
   }
   const lock = createDirLock({ lockPath: join(dir, '.lock'), waitMs: lockWaitMs, staleMs: lockStaleMs });
-  let nextReplaySweepMs = 0;
+  // The first sweep waits one interval: a restarted node must not stall its first redemption
+  // (under the lock) sweeping a large replay cache.
+  const sweepIntervalMs = options.replaySweepIntervalMs ?? REPLAY_SWEEP_INTERVAL_MS;
+  if (!Number.isSafeInteger(sweepIntervalMs) || sweepIntervalMs < 1) {
+    throw new KosError(
+      'ERR_INVALID_OPTIONS',
+      'createFileMetadataStore: replaySweepIntervalMs must be an integer >= 1',
+      {
+        details: { option: 'replaySweepIntervalMs' },
+      },
+    );
+  }
+  let nextReplaySweepMs = Date.now() + sweepIntervalMs;
 
   const pathOf = (sub: Subdir, name: string): string => join(dir, sub, `${name}${JSON_SUFFIX}`);
 
@@ -304,7 +318,7 @@ export function createFileMetadataStore(options: FileMetadataStoreOptions): Meta
       return lock.run(async () => {
         const nowMs = Date.now();
         if (nowMs >= nextReplaySweepMs) {
-          nextReplaySweepMs = nowMs + REPLAY_SWEEP_INTERVAL_MS;
+          nextReplaySweepMs = nowMs + sweepIntervalMs;
           await sweepExpiredReplay(nowMs);
         }
         const entry = await readExpiry('replay', name);

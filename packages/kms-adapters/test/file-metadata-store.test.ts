@@ -81,9 +81,11 @@ describe('createFileMetadataStore on disk', () => {
     const first = createFileMetadataStore({ dir });
     await first.markOnce('grants', 'short-lived', 0.1);
     await first.markOnce('grants', 'long-lived', 60);
+    // A fresh instance sweeps once its first interval has passed (not at once: a restarted
+    // node must not stall its first redemption on a big sweep).
+    const second = createFileMetadataStore({ dir, replaySweepIntervalMs: 100 });
     await delay(150);
-    // A fresh instance sweeps on its first markOnce.
-    await createFileMetadataStore({ dir }).markOnce('grants', 'new', 60);
+    await second.markOnce('grants', 'new', 60);
     expect(await readdir(join(dir, 'replay'))).toHaveLength(2);
     expect(await first.markOnce('grants', 'long-lived', 60)).toBe(false);
   });

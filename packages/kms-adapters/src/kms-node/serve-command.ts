@@ -71,7 +71,8 @@ async function serve(program: Command): Promise<void> {
   if (opts.store === 'file') {
     const dir = opts.dir ?? program.error('--dir is required with --store file');
     store = createFileShareStore({ nodeId: opts.nodeId, dir: join(dir, 'shares') });
-    replay = createFileMetadataStore({ dir: join(dir, 'replay') });
+    // A short stale time: a node killed while holding the replay lock is back in business in ~2 s.
+    replay = createFileMetadataStore({ dir: join(dir, 'replay'), lockStaleMs: 2000 });
   } else if (opts.store === 'redis') {
     const redisUrl = opts.redisUrl ?? program.error('--redis-url is required with --store redis');
     const backends = await openRedisBackends(opts.nodeId, redisUrl);

@@ -187,7 +187,7 @@ async function buildNodes(
     let replay: MetadataStore;
     if (node.kind === 'file') {
       store = createFileShareStore({ nodeId: node.nodeId, ...zone, dir: join(node.dir, 'shares') });
-      replay = createFileMetadataStore({ dir: join(node.dir, 'replay') });
+      replay = createFileMetadataStore({ dir: join(node.dir, 'replay'), lockStaleMs: 2000 });
     } else {
       const redis = await openRedis(node.url);
       built.closers.push(() => redis.quit());
