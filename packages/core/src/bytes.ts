@@ -21,6 +21,24 @@ export function utf8(text: string): Uint8Array {
   return encoder.encode(text);
 }
 
+/** Length of a string in UTF-8 bytes, without encoding it (lone surrogates count as 3, as the encoder writes U+FFFD). */
+export function utf8Length(text: string): number {
+  let length = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) length += 1;
+    else if (code < 0x800) length += 2;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        length += 4;
+        i++;
+      } else length += 3;
+    } else length += 3;
+  }
+  return length;
+}
+
 /** Decodes UTF-8, refusing invalid sequences. */
 export function fromUtf8(bytes: Uint8Array): string {
   return decoder.decode(bytes);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { equalBytes, fromBase64url, toBase64url } from '../src/index.js';
+import { equalBytes, fromBase64url, toBase64url, utf8, utf8Length } from '../src/index.js';
 import { expectKosError } from './helpers.js';
 
 describe('strict base64url', () => {
@@ -28,6 +28,18 @@ describe('strict base64url', () => {
     ['stray bits in the last character (non-canonical)', 'AB'],
   ])('refuses %s', async (_what, text) => {
     await expectKosError(() => fromBase64url(text), 'ERR_INVALID_ARGUMENT');
+  });
+});
+
+describe('utf8Length', () => {
+  it('equals the length of the UTF-8 encoding for any string, lone surrogates included', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (text) => {
+        expect(utf8Length(text)).toBe(utf8(text).length);
+      }),
+      { seed: 11, numRuns: 500 },
+    );
+    expect(utf8Length('\ud800x')).toBe(utf8('\ud800x').length);
   });
 });
 

@@ -99,13 +99,27 @@ export function encodeEnvelope(envelope: Envelope, form: EnvelopeForm): Envelope
   }
 }
 
+/**
+ * Envelopes this module built or checked. They are frozen, so re-checking one (as open after
+ * decode, or rewrap, would) can be skipped.
+ */
+const checked = new WeakSet<Envelope>();
+
+/** Marks an envelope as checked (and freezes it, so it stays as checked). */
+export function markChecked(envelope: Envelope): Envelope {
+  Object.freeze(envelope);
+  Object.freeze(envelope.header);
+  checked.add(envelope);
+  return envelope;
+}
+
 function decodeBinary(bytes: Uint8Array, maxBytes: number): Envelope {
   const { header, headerLength } = decodeHeader(bytes);
   // A view, not a copy (1 MiB copies cost more than the AEAD): the envelope shares memory
   // with the caller's buffer, which must not change while it is in use.
   const ciphertext = bytes.subarray(headerLength);
   checkCiphertext(ciphertext, header, maxBytes);
-  return { header, ciphertext };
+  return markChecked({ header, ciphertext });
 }
 
 function field(value: unknown, name: string): Uint8Array {
@@ -146,7 +160,7 @@ function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope 
   validateHeader(header);
   const ciphertext = field(input.ct, 'ct');
   checkCiphertext(ciphertext, header, maxBytes);
-  return { header, ciphertext };
+  return markChecked({ header, ciphertext });
 }
 
 function isParsedEnvelope(input: unknown): input is Envelope {
@@ -196,6 +210,7 @@ export function decodeEnvelope(input: unknown, options: DecodeOptions = {}): Env
     throw malformed('string is neither compact nor JSON form');
   }
   if (isParsedEnvelope(input)) {
+    if (checked.has(input) && input.ciphertext.length <= maxBytes) return input;
     validateHeader(input.header);
     checkCiphertext(input.ciphertext, input.header, maxBytes);
     return input;

@@ -1,4 +1,4 @@
-import { fromUtf8, utf8 } from '../bytes.js';
+import { fromUtf8, utf8, utf8Length } from '../bytes.js';
 import { AEAD_ALGORITHMS, type AeadAlgorithm, algorithmFromId } from '../crypto/algorithms.js';
 import { KosError } from '../errors.js';
 import { ID_PATTERN } from '../stores/ids.js';
@@ -49,7 +49,7 @@ export function validateHeader(header: EnvelopeHeader): void {
     throw malformed('key commitment has the wrong length');
   }
   if (typeof header.did !== 'string') throw malformed('data id is invalid');
-  const didLength = utf8(header.did).length;
+  const didLength = utf8Length(header.did);
   if (didLength < 1 || didLength > MAX_DATA_ID_BYTES) throw malformed('data id is invalid');
 }
 

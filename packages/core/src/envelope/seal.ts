@@ -1,4 +1,4 @@
-import { equalBytes, utf8 } from '../bytes.js';
+import { equalBytes, utf8Length } from '../bytes.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
 import {
   AEAD_ALGORITHMS,
@@ -8,7 +8,7 @@ import {
 } from '../crypto/algorithms.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { KosError } from '../errors.js';
-import type { Envelope } from './codec.js';
+import { type Envelope, markChecked } from './codec.js';
 import { keyCommitment } from './commitment.js';
 import { ENVELOPE_VERSION, type EnvelopeHeader, encodeHeader, MAX_DATA_ID_BYTES, validateHeader } from './header.js';
 
@@ -38,7 +38,7 @@ export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
   const alg = input.alg ?? DEFAULT_ALGORITHM;
   assertAllowedAlgorithm(alg);
   if (!(input.plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
-  const dataIdBytes = typeof input.dataId === 'string' ? utf8(input.dataId).length : 0;
+  const dataIdBytes = typeof input.dataId === 'string' ? utf8Length(input.dataId) : 0;
   if (dataIdBytes < 1 || dataIdBytes > MAX_DATA_ID_BYTES) {
     throw new KosError('ERR_INVALID_ARGUMENT', `dataId must be a string of 1 to ${MAX_DATA_ID_BYTES} UTF-8 bytes`);
   }
@@ -57,7 +57,7 @@ export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
   };
   validateHeader(header);
   const ciphertext = await aeadSeal(input.crypto, alg, input.key, nonce, input.plaintext, encodeHeader(header));
-  return { header, ciphertext };
+  return markChecked({ header, ciphertext });
 }
 
 /**
