@@ -49,7 +49,10 @@ import {
   nastyString,
   type Outcome,
   preview,
+  simpleId,
+  sometimes,
   typedOutcome,
+  validId,
 } from './fuzz-support.js';
 
 const node = createNodeCryptoProvider();
@@ -76,7 +79,6 @@ const MANAGER_OPEN_CODES: readonly KosErrorCode[] = [
   'ERR_INVALID_ID',
 ];
 
-const ALG_ID: Record<AeadAlgorithm, number> = { A256GCM: 1, XC20P: 2 };
 const NONCE_BYTES: Record<AeadAlgorithm, number> = { A256GCM: 12, XC20P: 24 };
 
 /** Everything a well-formed decoded envelope must satisfy (independently of header.ts). */
@@ -191,14 +193,21 @@ const sealInput = fc.record({
   alg: fc.constantFrom<AeadAlgorithm>('A256GCM', 'XC20P'),
   plaintext: fc.uint8Array({ maxLength: 96 }),
   dataId: fc.oneof(
-    fc.stringMatching(/^[a-z0-9-]{1,20}$/),
+    simpleId,
     // Record ids with replacement characters, accents and emoji are valid data ids.
     fc.constantFrom('rec-\uFFFD', 'caf\u00e9-1', 'r\uD83D\uDE00', '\uFFFD\uFFFD'),
     fc.string({ minLength: 1, maxLength: 12 }).filter((s) => utf8(s).length <= 512),
   ),
 });
 
-/** A JSON-form field: the original value, or a right-typed or wrong-typed replacement. */
+/** A lone UTF-16 surrogate (a `u` regex matches only unpaired ones). */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * A JSON-form field: the original value, or a right-typed or wrong-typed replacement. Data ids
+ * with lone surrogates are left to their own property ("data ids: …", which fails on a known
+ * bug, see the regressions) so that this bug does not hide others here.
+ */
 function mutatedField(name: keyof EnvelopeJson, original: EnvelopeJson): fc.Arbitrary<unknown> {
   const keep = fc.constant(original[name]);
   const byField: Record<keyof EnvelopeJson, fc.Arbitrary<unknown>> = {
@@ -207,27 +216,14 @@ function mutatedField(name: keyof EnvelopeJson, original: EnvelopeJson): fc.Arbi
       fc.constantFrom('A256GCM', 'XC20P', 'none', 'A128GCM', 'a256gcm', '__proto__', 'toString'),
       nastyString,
     ),
-    kid: fc.oneof(
-      fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,12}$/),
-      nastyString,
-      fc.constantFrom('x'.repeat(128), 'x'.repeat(129)),
-    ),
+    kid: fc.oneof(validId, nastyString, fc.constantFrom('x'.repeat(128), 'x'.repeat(129))),
     ver: fc.oneof(
       fc.integer({ min: -2, max: 6 }),
       fc.constantFrom(0xffff_ffff, 2 ** 32, 2 ** 53, -0, 3.5, Number.NaN, Number.POSITIVE_INFINITY, '3', null),
     ),
     nonce: fc.oneof(base64urlBytes(30), base64urlish(40), fc.constantFrom(`${original.nonce}=`, `${original.nonce}A`)),
     kc: fc.oneof(base64urlBytes(40), base64urlish(50), fc.constant(original.kc.replace(/.$/, 'B'))),
-    did: fc.oneof(
-      nastyString,
-      fc.stringMatching(/^[a-z0-9-]{1,20}$/),
-      // Same text, different code units: a replacement character swapped for a lone surrogate.
-      fc
-        .integer({ min: 0xd800, max: 0xdfff })
-        .map((unit) => original.did.replaceAll('\uFFFD', String.fromCharCode(unit))),
-      fc.constant(`${original.did} `),
-      fc.constant(original.did.normalize('NFD')),
-    ),
+    did: fc.oneof(nastyString, simpleId, fc.constant(`${original.did} `), fc.constant(original.did.normalize('NFD'))),
     ct: fc.oneof(
       base64urlBytes(80),
       base64urlish(80),
@@ -235,11 +231,13 @@ function mutatedField(name: keyof EnvelopeJson, original: EnvelopeJson): fc.Arbi
       fc.constant(`${original.ct}AA`),
     ),
   };
-  return fc.oneof(
+  const field = fc.oneof(
     { arbitrary: keep, weight: 3 },
     { arbitrary: byField[name], weight: 1 },
     { arbitrary: junkValue, weight: 1 },
   );
+  if (name !== 'did') return field;
+  return field.filter((value) => typeof value !== 'string' || !LONE_SURROGATE.test(value));
 }
 
 /** An envelope-shaped object: each field kept, replaced or dropped, plus maybe extra fields. */
@@ -315,10 +313,11 @@ describe('fuzz: envelopes', () => {
   });
 
   /** One pooled envelope and a value built from it by `mutate`. */
-  const fromPool = <T>(mutate: (sealed: Sealed) => fc.Arbitrary<T>) =>
-    fc
-      .nat(pool.length - 1)
-      .chain((i) => mutate(pool[i] as Sealed).map((value) => ({ sealed: pool[i] as Sealed, value })));
+  const fromPool = <T>(mutate: (sealed: Sealed) => fc.Arbitrary<T>) => {
+    // Built once per property (chain would rebuild the arbitrary on every run).
+    const arbitraries = pool.map((sealed) => mutate(sealed).map((value) => ({ sealed, value })));
+    return fc.nat(pool.length - 1).chain((i) => arbitraries[i] as fc.Arbitrary<{ sealed: Sealed; value: T }>);
+  };
 
   it(
     'decodeEnvelope on arbitrary values: a well-formed canonical envelope or a decode code',
@@ -371,7 +370,7 @@ describe('fuzz: envelopes', () => {
           ),
           async ({ sealed, value: header }) => {
             const input = { header, ciphertext: sealed.envelope.ciphertext };
-            const context = `parsed ${preview({ ...header, nonce: String(header.nonce), kc: String(header.kc) }, 200)}`;
+            const context = `parsed header ${preview(header, 200)}`;
             const outcome = await decodeChecked(input, context);
             if (!outcome.ok) return;
             const h = sealed.envelope.header;
@@ -510,30 +509,85 @@ describe('fuzz: envelopes', () => {
     runTimeout,
   );
 
+  it(
+    'data ids: an envelope opens only for the exact record id it was sealed for, and round-trips in every form',
+    async () => {
+      // Record ids that differ only in how the same text is spelled in UTF-16: U+FFFD against
+      // lone surrogates, paired against unpaired halves. (Fails today: see the regressions.)
+      const variant = fc
+        .tuple(
+          fc.string({ unit: 'binary', minLength: 1, maxLength: 8 }),
+          fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0xd800, max: 0xdfff })), { minLength: 1, maxLength: 3 }),
+        )
+        .map(([did, swaps]) => {
+          const units = [...did].flatMap((point) => (point.length === 2 ? [point[0], point[1]] : [point])) as string[];
+          const other = units.slice();
+          for (const [at, unit] of swaps) other[at % other.length] = String.fromCharCode(unit);
+          return { sealedFor: did, claimed: other.join('') };
+        });
+      await fc.assert(
+        fc.asyncProperty(
+          variant,
+          fc.constantFrom<AeadAlgorithm>('A256GCM', 'XC20P'),
+          async ({ sealedFor, claimed }, alg) => {
+            if (utf8(sealedFor).length > 512) return;
+            // Ill-formed UTF-16 is refused when sealing (and when decoding): nothing to move.
+            if (LONE_SURROGATE.test(sealedFor)) return;
+            const sealed = await sealOne(alg, utf8('secret'), sealedFor);
+            for (const did of [sealedFor, claimed]) {
+              const moved = { ...sealed.json, did };
+              const context = `sealed for ${JSON.stringify(sealedFor)}, claimed ${JSON.stringify(did)}`;
+              const outcome = await decodeChecked(moved, context);
+              if (!outcome.ok) continue;
+              await openEverywhere(outcome.value, did, sealed.plaintext, did === sealedFor, context);
+            }
+          },
+        ),
+        fuzzParams(),
+      );
+    },
+    runTimeout,
+  );
+
   describe('regressions (shrunk counterexamples kept as named cases)', () => {
     it('a data id that differs only by a lone surrogate vs U+FFFD must not open the envelope of another record', async () => {
-      // Found by "envelope-shaped objects with mutated fields": record "rec-\uFFFD" sealed; the
-      // envelope moved to record "rec-\uD800" (did edited in the JSON form) still opens for that
-      // record, because the AAD holds utf8(did) and TextEncoder turns every lone surrogate into
-      // U+FFFD (header.ts encodeHeader), while openWithKey compares did as a JS string.
+      // Found by the fuzz (first by "envelope-shaped objects", now isolated in "data ids: …"):
+      // record "rec-\uFFFD" sealed; the envelope moved to record "rec-\uD800" (did edited in the
+      // JSON form) still opens for that record, because the AAD holds utf8(did) and TextEncoder
+      // turns every lone surrogate into U+FFFD (header.ts encodeHeader), while openWithKey
+      // compares did as a JS string (seal.ts). decodeEnvelope should refuse ill-formed UTF-16.
       const moved = { ...fixed.json, did: 'rec-\uD800' };
-      const envelope = decodeEnvelope(moved);
-      const outcome = await typedOutcome(() => openWithKey({ crypto: node, key: KEY, envelope, dataId: 'rec-\uD800' }));
-      expect(outcome.ok ? 'opened' : outcome.code).not.toBe('opened');
+      // Fixed: a data id with a lone surrogate is refused as malformed before any crypto runs.
+      const outcome = await typedOutcome(async () =>
+        openWithKey({ crypto: node, key: KEY, envelope: decodeEnvelope(moved), dataId: 'rec-\uD800' }),
+      );
+      expect(outcome.ok ? 'opened' : outcome.code).toBe('ERR_ENVELOPE_MALFORMED');
     });
 
-    it('an accepted envelope round-trips through every form (did with a lone surrogate)', () => {
-      // decodeEnvelope accepts the JSON form with did "a\uD800"; the binary form of the same
-      // envelope decodes to did "a\uFFFD": two record ids for one ciphertext.
-      const envelope = decodeEnvelope({ ...fixed.json, did: 'a\uD800' });
-      const again = decodeEnvelope(encodeEnvelope(envelope, 'binary'));
-      expect(again.header.did).toBe(envelope.header.did);
+    it('an accepted envelope round-trips through every form (did with a lone surrogate)', async () => {
+      // Shrunk counterexample of "data ids: …": sealed for "\u0000", claimed "\uD800" — the
+      // JSON form with did "\uD800" is accepted, its compact/binary form decodes to "\uFFFD".
+      // Fixed: such an envelope is refused, so no form can change its data id.
+      const outcome = await typedOutcome(async () => decodeEnvelope({ ...fixed.json, did: '\uD800' }));
+      expect(outcome.ok ? 'accepted' : outcome.code).toBe('ERR_ENVELOPE_MALFORMED');
     });
 
-    it('no two accepted data ids share AAD bytes', () => {
-      const a = decodeEnvelope({ ...fixed.json, did: 'x\uDC00' }).header;
+    it('an already-parsed envelope whose header.alg is an object without a prototype gives a typed code', async () => {
+      // Found by "already-parsed envelopes with mutated headers" (shrunk): validateHeader
+      // (header.ts) calls Object.hasOwn(AEAD_ALGORITHMS, header.alg), which converts alg to a
+      // property key; an object without toString/valueOf throws a TypeError instead of
+      // ERR_ALG_NOT_ALLOWED, breaking decodeEnvelope's "typed errors only" contract.
+      const header = { ...fixed.envelope.header, alg: Object.create(null) as never };
+      const outcome = await typedOutcome(() => decodeEnvelope({ header, ciphertext: fixed.envelope.ciphertext }));
+      expect(outcome.ok ? 'accepted' : outcome.code).toBe('ERR_ALG_NOT_ALLOWED');
+    });
+
+    it('no two accepted data ids share AAD bytes', async () => {
+      // "x\uDC00" would encode like "x\uFFFD": it is refused, so only one of them is accepted.
+      const lone = await typedOutcome(async () => decodeEnvelope({ ...fixed.json, did: 'x\uDC00' }));
+      expect(lone.ok ? 'accepted' : lone.code).toBe('ERR_ENVELOPE_MALFORMED');
       const b = decodeEnvelope({ ...fixed.json, did: 'x\uFFFD' }).header;
-      expect(equalBytes(encodeHeader(a), encodeHeader(b))).toBe(false);
+      expect(encodeHeader(b).length).toBeGreaterThan(0);
     });
   });
 });
@@ -567,15 +621,13 @@ describe('fuzz: KeyManager.open', () => {
     'on mutated envelopes in every form: the original plaintext only when unmodified, else a typed code',
     async () => {
       const known = fc.record({
-        ver: fc.option(fc.integer({ min: 0, max: 3 }), { nil: undefined }),
-        kid: fc.option(fc.constantFrom('orders', 'notes', 'missing', '../x'), { nil: undefined }),
+        ver: sometimes(fc.integer({ min: 0, max: 3 }), 3),
+        kid: sometimes(fc.constantFrom('orders', 'notes', 'missing', '../x'), 3),
       });
-      const candidate = fc.nat(sealedByKey.length - 1).chain((which) => {
-        const sealed = sealedByKey[which] as Sealed;
-        const json = fc.tuple(mutatedJson(sealed.json), known).map(([value, { ver, kid }]) => {
+      const perEnvelope = sealedByKey.map((sealed) => {
+        const json = fc.tuple(mutatedJson(sealed.json), known).map(([mutated, { ver, kid }]) => {
           // Versions and keys the manager knows make kid/ver mutations reach the key lookup.
-          if (ver !== undefined) value.ver = ver;
-          if (kid !== undefined) value.kid = kid;
+          const value = { ...mutated, ...(ver === null ? {} : { ver }), ...(kid === null ? {} : { kid }) };
           return { value, unmodified: sameJson(value, sealed.json) };
         });
         return fc.record({
@@ -596,6 +648,7 @@ describe('fuzz: KeyManager.open', () => {
           dataId: fc.constantFrom<'none' | 'own' | 'other'>('none', 'own', 'other'),
         });
       });
+      const candidate = fc.nat(sealedByKey.length - 1).chain((which) => perEnvelope[which] as (typeof perEnvelope)[0]);
       await fc.assert(
         fc.asyncProperty(candidate, async ({ sealed, input: { value: input, unmodified }, dataId: choice }) => {
           const dataId = { none: undefined, own: sealed.envelope.header.did, other: 'someone-else' }[choice];

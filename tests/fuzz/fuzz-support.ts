@@ -13,12 +13,12 @@
 import { ERROR_STATUS, isKosError, type KosErrorCode, toBase64url } from '@kos/core';
 import fc from 'fast-check';
 
+// Read once: the long-run knobs (not build inputs, so not declared to turbo).
+const { FUZZ_RUNS: runsSetting, FUZZ_SEED: seedSetting } = process.env;
 /** Runs per property (default 200). */
-export const FUZZ_RUNS = positiveInt(process.env.FUZZ_RUNS, 200);
+export const FUZZ_RUNS = positiveInt(runsSetting, 200);
 /** Seed of every property (default fixed). */
-export const FUZZ_SEED = int(process.env.FUZZ_SEED, 0x6b05);
-/** Whether this is a long run (then vitest's per-test timeout is raised accordingly). */
-export const LONG_RUN = FUZZ_RUNS > 200;
+export const FUZZ_SEED = int(seedSetting, 0x6b05);
 
 function int(value: string | undefined, fallback: number): number {
   if (value === undefined || value.trim() === '') return fallback;
@@ -36,9 +36,15 @@ function positiveInt(value: string | undefined, fallback: number): number {
 /**
  * fast-check parameters for one property: the fixed seed and FUZZ_RUNS scaled by `share`
  * (expensive properties — real HTTP, three frameworks — run a fraction of the default).
+ * `timeLimitMs` (scaled like the runs) bounds the whole property, shrinking included: a
+ * failure found is still reported (with the smallest counterexample reached by then).
  */
-export function fuzzParams<T>(share = 1): fc.Parameters<T> {
-  return { seed: FUZZ_SEED, numRuns: Math.max(1, Math.round(FUZZ_RUNS * share)) };
+export function fuzzParams<T>(share = 1, timeLimitMs?: number): fc.Parameters<T> {
+  return {
+    seed: FUZZ_SEED,
+    numRuns: Math.max(1, Math.round(FUZZ_RUNS * share)),
+    ...(timeLimitMs === undefined ? {} : { interruptAfterTimeLimit: Math.ceil((timeLimitMs * FUZZ_RUNS) / 200) }),
+  };
 }
 
 /** Vitest timeout for a property: generous enough for FUZZ_RUNS, fixed in CI. */
@@ -71,11 +77,11 @@ export async function typedOutcome<T>(action: () => T | Promise<T>, ms = 5_000, 
     return { ok: true, value: await within(Promise.resolve().then(action), ms, what) };
   } catch (error) {
     if (isKosError(error)) return { ok: false, code: error.code, error };
-    throw new Error(`${what} threw a non-KosError: ${describe(error)}`, { cause: error });
+    throw new Error(`${what} threw a non-KosError: ${describeError(error)}`, { cause: error });
   }
 }
 
-export function describe(error: unknown): string {
+export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
 }
@@ -123,29 +129,37 @@ export function assertNoSecret(text: string, secrets: Iterable<string>, context:
   }
 }
 
-/** Base64url forms under which a secret may leak: its own, and each of the three alignments. */
+/**
+ * Forms under which secret bytes may leak: hex, standard base64, and base64url at each of the
+ * three byte alignments (inside a longer base64url string only the characters made of the
+ * secret's bits alone are fixed: those are the forms).
+ */
 export function secretForms(bytes: Uint8Array): string[] {
-  const forms = new Set<string>([
-    toBase64url(bytes),
-    Buffer.from(bytes).toString('base64'),
-    Buffer.from(bytes).toString('hex'),
-  ]);
-  // Inside a longer base64url string the secret can start at any of three byte offsets.
-  for (const pad of [1, 2]) {
-    const shifted = toBase64url(new Uint8Array([...new Uint8Array(pad), ...bytes]));
-    forms.add(shifted.slice(Math.ceil((pad * 4) / 3) + 1, -2));
+  const forms = new Set<string>([Buffer.from(bytes).toString('base64'), Buffer.from(bytes).toString('hex')]);
+  for (const pad of [0, 1, 2]) {
+    const encoded = toBase64url(new Uint8Array([...new Uint8Array(pad), ...bytes]));
+    forms.add(encoded.slice(Math.ceil((pad * 8) / 6), Math.floor(((pad + bytes.length) * 8) / 6)));
   }
   return [...forms].filter((form) => form.length >= 16);
 }
 
 export function preview(value: unknown, max = 300): string {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = typeof value === 'string' ? value : JSON.stringify(value);
+    text =
+      typeof value === 'string'
+        ? value
+        : JSON.stringify(value, (_key, item) => (item instanceof Uint8Array ? `<${item.length} bytes>` : item));
   } catch {
-    text = String(value);
+    text = undefined;
   }
-  if (text === undefined) text = String(value);
+  if (text === undefined) {
+    try {
+      text = String(value);
+    } catch {
+      text = Object.prototype.toString.call(value);
+    }
+  }
   return text.length > max ? `${text.slice(0, max)}… (${text.length} chars)` : text;
 }
 
@@ -155,13 +169,35 @@ export function preview(value: unknown, max = 300): string {
 
 const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
+/**
+ * `arb` one time in `oneIn`, else null (fc.option's `freq` is the other way round: it gives nil
+ * one time in `freq`).
+ */
+export function sometimes<T>(arb: fc.Arbitrary<T>, oneIn: number): fc.Arbitrary<T | null> {
+  return fc.oneof({ arbitrary: fc.constant(null), weight: oneIn - 1 }, { arbitrary: arb, weight: 1 });
+}
+
 /** Strings over the base64url alphabet (valid or not: any length, any tail bits). */
 export const base64urlish = (maxLength = 64): fc.Arbitrary<string> =>
   fc.string({ unit: fc.constantFrom(...BASE64URL_ALPHABET), maxLength });
 
-/** Canonical base64url of random bytes. */
-export const base64urlBytes = (maxLength = 64): fc.Arbitrary<string> =>
-  fc.uint8Array({ maxLength }).map((bytes) => toBase64url(bytes));
+/** Canonical base64url of random bytes (lengths spread over the whole range, not just small ones). */
+export const base64urlBytes = (maxLength = 64, minLength = 0): fc.Arbitrary<string> =>
+  fc.uint8Array({ minLength, maxLength, size: 'max' }).map((bytes) => toBase64url(bytes));
+
+const ID_FIRST = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** Valid ids (ID_PATTERN) — built from characters, as fc.stringMatching is slow to generate. */
+export const validId: fc.Arbitrary<string> = fc
+  .tuple(fc.constantFrom(...ID_FIRST), fc.string({ unit: fc.constantFrom(...`${ID_FIRST}._-`), maxLength: 12 }))
+  .map(([first, rest]) => first + rest);
+
+/** Lower-case ids such as record ids: `[a-z0-9-]{1,20}`. */
+export const simpleId: fc.Arbitrary<string> = fc.string({
+  unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789-'),
+  minLength: 1,
+  maxLength: 20,
+});
 
 /** Strings that stress parsers: unicode incl. lone surrogates, control chars, very long runs. */
 export const nastyString: fc.Arbitrary<string> = fc.oneof(
@@ -213,3 +249,12 @@ export const junkValue: fc.Arbitrary<unknown> = fc.letrec<{ value: unknown }>((t
     ),
   ),
 })).value;
+
+/** encodeURIComponent that never throws (lone surrogates become %EF%BF%BD, as UTF-8 encoding does). */
+export function percentEncode(text: string): string {
+  return Array.from(text, (c) =>
+    /^[A-Za-z0-9\-_.!~*'()]$/.test(c)
+      ? c
+      : Array.from(Buffer.from(c, 'utf8'), (byte) => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+  ).join('');
+}

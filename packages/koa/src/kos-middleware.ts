@@ -74,7 +74,7 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
     const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
     if (ctx.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
-        const mounted = await runtime.handleKms({ ...request, body: await readNodeBody(ctx.req) });
+        const mounted = await runtime.handleKms({ ...request, path: ctx.path, body: await readNodeBody(ctx.req) });
         if (mounted) return respond(ctx, mounted, true);
       } catch (error) {
         return respond(ctx, runtime.kos.errorResponse(error));

@@ -27,6 +27,9 @@ export interface EnvelopeHeader {
   readonly did: string;
 }
 
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+export const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function malformed(message: string): KosError {
   return new KosError('ERR_ENVELOPE_MALFORMED', `envelope ${message}`);
 }
@@ -36,7 +39,10 @@ export function validateHeader(header: EnvelopeHeader): void {
   if (header.v !== ENVELOPE_VERSION) {
     throw new KosError('ERR_ENVELOPE_UNSUPPORTED_VERSION', 'envelope format version is not supported');
   }
-  const spec = Object.hasOwn(AEAD_ALGORITHMS, header.alg) ? AEAD_ALGORITHMS[header.alg] : undefined;
+  const spec =
+    typeof header.alg === 'string' && Object.hasOwn(AEAD_ALGORITHMS, header.alg)
+      ? AEAD_ALGORITHMS[header.alg]
+      : undefined;
   if (!spec) throw new KosError('ERR_ALG_NOT_ALLOWED', 'envelope algorithm is not allowed');
   if (typeof header.kid !== 'string' || !ID_PATTERN.test(header.kid)) throw malformed('key id is invalid');
   if (!Number.isInteger(header.ver) || header.ver < 1 || header.ver > MAX_KEY_VERSION) {
@@ -48,7 +54,8 @@ export function validateHeader(header: EnvelopeHeader): void {
   if (!(header.kc instanceof Uint8Array) || header.kc.length !== COMMITMENT_BYTES) {
     throw malformed('key commitment has the wrong length');
   }
-  if (typeof header.did !== 'string') throw malformed('data id is invalid');
+  // A lone surrogate would be written as U+FFFD and bind another id than the one compared.
+  if (typeof header.did !== 'string' || LONE_SURROGATE.test(header.did)) throw malformed('data id is invalid');
   const didLength = utf8Length(header.did);
   if (didLength < 1 || didLength > MAX_DATA_ID_BYTES) throw malformed('data id is invalid');
 }

@@ -10,7 +10,14 @@ import type { CryptoProvider } from '../crypto/provider.js';
 import { KosError } from '../errors.js';
 import { type Envelope, markChecked } from './codec.js';
 import { keyCommitment } from './commitment.js';
-import { ENVELOPE_VERSION, type EnvelopeHeader, encodeHeader, MAX_DATA_ID_BYTES, validateHeader } from './header.js';
+import {
+  ENVELOPE_VERSION,
+  type EnvelopeHeader,
+  encodeHeader,
+  LONE_SURROGATE,
+  MAX_DATA_ID_BYTES,
+  validateHeader,
+} from './header.js';
 
 export interface SealWithKeyInput {
   readonly crypto: CryptoProvider;
@@ -38,7 +45,8 @@ export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
   const alg = input.alg ?? DEFAULT_ALGORITHM;
   assertAllowedAlgorithm(alg);
   if (!(input.plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
-  const dataIdBytes = typeof input.dataId === 'string' ? utf8Length(input.dataId) : 0;
+  const dataIdBytes =
+    typeof input.dataId === 'string' && !LONE_SURROGATE.test(input.dataId) ? utf8Length(input.dataId) : 0;
   if (dataIdBytes < 1 || dataIdBytes > MAX_DATA_ID_BYTES) {
     throw new KosError('ERR_INVALID_ARGUMENT', `dataId must be a string of 1 to ${MAX_DATA_ID_BYTES} UTF-8 bytes`);
   }

@@ -111,7 +111,13 @@ export async function verifyDpopProof(check: DpopCheck): Promise<{ jti: string }
     throw fail('is not valid');
   }
   if (payload.htm !== check.method.toUpperCase()) throw fail('is for another method');
-  if (payload.htu !== dpopTargetUri(check.url)) throw fail('is for another URL');
+  let target: string;
+  try {
+    target = dpopTargetUri(check.url);
+  } catch {
+    throw fail('cannot be checked against this request URL');
+  }
+  if (payload.htu !== target) throw fail('is for another URL');
   if (payload.ath !== accessTokenHash(check.accessToken)) throw fail('is for another grant');
   if (typeof payload.jti !== 'string' || payload.jti.length < 16) throw fail('has no usable jti');
   if ((await jwkThumbprint(jwk)) !== check.expectedJkt) throw fail('is signed by another key than the grant names');

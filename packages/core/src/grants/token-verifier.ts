@@ -126,22 +126,32 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       const payload = await verify(token, GRANT_TYP, MAX_GRANT_TTL_SECONDS, GRANT_CODES, ['key', 'ver', 'set', 'shr']);
       const { key, ver, set, shr, cnf } = payload;
       const shares = shr as Record<string, unknown>;
+      const shareEntries =
+        typeof shr === 'object' && shr !== null && !Array.isArray(shr) ? Object.entries(shares) : undefined;
+      const audience = Array.isArray(payload.aud) ? (payload.aud as unknown[]) : [payload.aud];
       const wellFormed =
         isValidId(key) &&
         Number.isInteger(ver) &&
         (ver as number) >= 1 &&
+        (ver as number) <= 0xffff_ffff &&
         isValidId(set) &&
-        typeof shr === 'object' &&
-        shr !== null &&
-        Object.entries(shares).every(([node, share]) => isValidId(node) && isValidId(share)) &&
+        shareEntries !== undefined &&
+        shareEntries.length > 0 &&
+        shareEntries.every(([node, share]) => isValidId(node) && isValidId(share)) &&
+        audience.every((entry) => isValidId(entry)) &&
         (cnf === undefined ||
-          (typeof cnf === 'object' && cnf !== null && typeof (cnf as { jkt?: unknown }).jkt === 'string'));
+          (typeof cnf === 'object' &&
+            cnf !== null &&
+            typeof (cnf as { jkt?: unknown }).jkt === 'string' &&
+            /^[A-Za-z0-9_-]{43}$/.test((cnf as { jkt: string }).jkt)));
       if (!wellFormed) throw new KosError('ERR_GRANT_INVALID', 'grant claims are malformed');
       const aud = Array.isArray(payload.aud) ? (payload.aud as string[]) : [payload.aud as string];
       return { ...(payload as unknown as GrantClaims), aud };
     },
     async verifyServiceToken(token) {
       const payload = await verify(token, SERVICE_TOKEN_TYP, MAX_SERVICE_TOKEN_TTL_SECONDS, SERVICE_CODES, []);
+      // A service token names exactly one node: this one.
+      if (payload.aud !== nodeId) throw new KosError('ERR_SERVICE_TOKEN_INVALID', 'service token claims are malformed');
       return payload as unknown as ServiceTokenClaims;
     },
   };

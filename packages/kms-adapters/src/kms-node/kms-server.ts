@@ -90,7 +90,16 @@ export function createKmsNodeServer(options: KmsNodeServerOptions): KmsNodeServe
     } catch (error) {
       const body = toErrorBody(error);
       const status = body.error.code === 'ERR_REQUEST_TOO_LARGE' ? 413 : 500;
-      send(status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' }, JSON.stringify(body));
+      send(
+        status,
+        {
+          'content-type': 'application/json; charset=utf-8',
+          'cache-control': 'no-store',
+          'x-content-type-options': 'nosniff',
+          connection: 'close',
+        },
+        JSON.stringify(body),
+      );
     }
   };
 

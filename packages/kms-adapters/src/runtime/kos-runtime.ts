@@ -502,7 +502,12 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     mode: mintDevToken ? 'embedded' : 'configured',
     mountPrefix: prefix,
     async handleKms(request) {
-      const path = request.path ?? new URL(request.url).pathname;
+      let path: string;
+      try {
+        path = request.path ?? new URL(request.url).pathname;
+      } catch {
+        throw new KosError('ERR_INVALID_ARGUMENT', 'bad request URL');
+      }
       if (!path.startsWith(`${prefix}/`)) return undefined;
       const rest = path.slice(prefix.length + 1);
       const slash = rest.indexOf('/');
