@@ -6,11 +6,12 @@
  *
  *   npm run bench:middleware              # tables on stdout (progress on stderr), ~3 min
  *   npm run bench:middleware -- --json    # machine-readable JSON on stdout instead
- *   npm run bench:middleware -- --quick   # ~40 s smoke run (1 round of 1 s per case); noisier
+ *   npm run bench:middleware -- --quick   # ~40–50 s smoke run (1 round of 1 s per case); noisier
  *
  * Extra flags, for profiling: --framework=express,koa and --case=bare,low (run a subset; the
- * targets need the bare case of the framework), --cpu-prof=DIR (server children run with
- * `node --cpu-prof --cpu-prof-dir=DIR`; one profile per server process).
+ * targets need the bare case of the framework), --no-breakdown (skip the in-process part),
+ * --cpu-prof=DIR (server children run with `node --cpu-prof`, one folder per server:
+ * DIR/express-kos/…, one profile per thread; the main thread's is the larger file).
  *
  * Method: every server runs in its own child process (`bench/support/middleware-server.ts`),
  * pinned to CPU 1 with `taskset -c 1`; this process (autocannon, the load generator) is pinned

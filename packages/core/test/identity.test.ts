@@ -67,6 +67,22 @@ describe('identity from a verified JWT', () => {
     );
   });
 
+  it('remembers a verified token only until it expires', async () => {
+    const strict = createJwtIdentity({
+      key: publicKey,
+      algorithms: ['EdDSA'],
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      clockToleranceSeconds: 0,
+    });
+    const exp = Math.floor(Date.now() / 1000) + 1;
+    const shortLived = await token({}, { exp });
+    expect((await strict.identify(request(shortLived))).clientId).toBe('client-7');
+    expect((await strict.identify(request(shortLived))).clientId).toBe('client-7');
+    await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 50));
+    await expectKosError(() => strict.identify(request(shortLived)), 'ERR_TOKEN_EXPIRED');
+  });
+
   it('refuses a token without an expiry', async () => {
     const noExp = await new SignJWT({ trust_score: 90 })
       .setProtectedHeader({ alg: 'EdDSA' })

@@ -1,4 +1,5 @@
 import { type JWTVerifyGetKey, errors as joseErrors, jwtVerify, type KeyInput } from 'jose';
+import { LRUCache } from 'lru-cache';
 import { KosError } from '../errors.js';
 import { isValidId } from '../stores/ids.js';
 import { assertScore } from './score.js';
@@ -41,6 +42,11 @@ export interface JwtIdentityOptions {
   readonly scoreClaim?: string;
   /** Claim holding the client id (default `sub`). */
   readonly clientIdClaim?: string;
+  /**
+   * Remember a verified token for at most this long (and never past its `exp`), so a client
+   * resending the same token is not verified again on every request (default 60; 0 disables).
+   */
+  readonly cacheSeconds?: number;
 }
 
 function invalid(message: string): KosError {
@@ -114,9 +120,16 @@ export function createJwtIdentity(options: JwtIdentityOptions): IdentitySource {
     ...(maxAge === undefined ? {} : { maxTokenAge: maxAge }),
   };
 
+  const cacheSeconds = options.cacheSeconds ?? 60;
+  if (!Number.isFinite(cacheSeconds) || cacheSeconds < 0 || cacheSeconds > 3600)
+    throw invalid('cacheSeconds must be 0–3600');
+  const verified = new LRUCache<string, { identity: Identity; untilMs: number }>({ max: 10_000 });
+
   return {
     async identify(request) {
       const token = bearerToken(request);
+      const known = cacheSeconds > 0 ? verified.get(token) : undefined;
+      if (known && Date.now() < known.untilMs) return known.identity;
       let payload: Record<string, unknown>;
       try {
         ({ payload } = await jwtVerify(token, key as KeyInput, verifyOptions));
@@ -125,7 +138,13 @@ export function createJwtIdentity(options: JwtIdentityOptions): IdentitySource {
         throw new KosError('ERR_TOKEN_INVALID', 'token is not valid');
       }
       const cnf = payload.cnf as { jwk?: unknown } | undefined;
-      return checkIdentity(payload[clientIdClaim], payload[scoreClaim], cnf?.jwk);
+      const identity = checkIdentity(payload[clientIdClaim], payload[scoreClaim], cnf?.jwk);
+      if (cacheSeconds > 0) {
+        // Never past the token's own expiry (checked above), at most cacheSeconds.
+        const untilMs = Math.min((payload.exp as number) * 1000, Date.now() + cacheSeconds * 1000);
+        verified.set(token, { identity, untilMs });
+      }
+      return identity;
     },
   };
 }
