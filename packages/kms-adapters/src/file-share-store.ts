@@ -3,17 +3,16 @@ import { unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   assertId,
-  fromBase64url,
+  encodeShareBody,
   KosError,
   type ShareStore,
   type StoreCallOptions,
   type StoredShare,
-  toBase64url,
 } from '@kos/core';
 import { throwIfAborted } from './abort.js';
 import { fsyncDirectory, hasCode, ioError, removeStaleTempFilesSync, writeFileAtomic } from './atomic-file.js';
 import { corrupt, encodeWithIntegrity, readJsonWithIntegrity } from './integrity-json.js';
-import { assertStorableShare, shareFromStoredFields } from './share-validation.js';
+import { assertStorableShare, storedShareFromRecord } from './share-validation.js';
 import { assertOptionsObject, checkDirOption, checkNodeOptions } from './store-options.js';
 
 /** Temp files older than this were left by a crashed writer; younger ones may be live. */
@@ -67,15 +66,7 @@ export function createFileShareStore(options: FileShareStoreOptions): ShareStore
       const signal = callOptions?.signal;
       throwIfAborted(signal, 'put');
       assertStorableShare(share);
-      const text = encodeWithIntegrity({
-        shareId: share.shareId,
-        kid: share.kid,
-        version: share.version,
-        setId: share.setId,
-        owner: share.owner,
-        x: share.x,
-        value: toBase64url(share.value),
-      });
+      const text = encodeWithIntegrity({ ...encodeShareBody(share) });
       await writeFileAtomic(pathOf(share.shareId), text, { mode: 0o600, ...(signal ? { signal } : {}) });
     },
 
@@ -87,15 +78,7 @@ export function createFileShareStore(options: FileShareStoreOptions): ShareStore
       if (body === undefined) return undefined;
       // A valid file copied or renamed under another id is not the share that was asked for.
       if (body.shareId !== shareId) throw corrupt(shareId, 'file holds another share id');
-      let value: Uint8Array;
-      try {
-        value = fromBase64url(body.value as string, 'value');
-      } catch {
-        throw corrupt(shareId, 'value is not base64url');
-      }
-      const checked = shareFromStoredFields(body, value);
-      if ('problem' in checked) throw corrupt(shareId, checked.problem);
-      return checked.share;
+      return storedShareFromRecord(body, shareId);
     },
 
     async delete(shareId: string, callOptions?: StoreCallOptions): Promise<boolean> {

@@ -1,4 +1,5 @@
-import { assertId, isValidId, KosError, type StoredShare } from '@kos/core';
+import { assertId, fromBase64url, isValidId, KosError, type StoredShare } from '@kos/core';
+import { corrupt } from './integrity-json.js';
 
 /**
  * The shape every stored share must have, checked when a share is put (the caller's mistake)
@@ -43,20 +44,24 @@ export function assertStorableShare(share: StoredShare): void {
 }
 
 /**
- * Rebuilds a share read from storage, or undefined with the reason it is not a valid share.
- * `fields` has already passed the integrity check; this catches a well-formed but wrong record.
+ * Rebuilds a share read from storage (a record `encodeShareBody` wrote, already past the
+ * integrity check) or throws ERR_STORE_CORRUPT naming the share and the reason: this catches a
+ * well-formed but wrong record. Never names share bytes.
  */
-export function shareFromStoredFields(
-  fields: Readonly<Record<string, unknown>>,
-  value: Uint8Array,
-): { share: StoredShare } | { problem: string } {
+export function storedShareFromRecord(fields: Readonly<Record<string, unknown>>, id: string): StoredShare {
+  let value: Uint8Array;
+  try {
+    value = fromBase64url(fields.value as string, 'value');
+  } catch {
+    throw corrupt(id, 'value is not base64url');
+  }
   const { shareId, kid, version, setId, owner, x } = fields;
   if (!isValidId(shareId) || !isValidId(kid) || !isValidId(setId) || !isValidId(owner)) {
-    return { problem: 'an id is not valid' };
+    throw corrupt(id, 'an id is not valid');
   }
   const problem = shareFieldProblem({ version, x, value });
-  if (problem !== undefined) return { problem };
-  return { share: { shareId, kid, version: version as number, setId, owner, x: x as number, value } };
+  if (problem !== undefined) throw corrupt(id, problem);
+  return { shareId, kid, version: version as number, setId, owner, x: x as number, value };
 }
 
 /** A copy whose bytes the caller does not share with the store. */

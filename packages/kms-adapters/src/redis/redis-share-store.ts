@@ -1,16 +1,15 @@
 import {
   assertId,
-  fromBase64url,
+  encodeShareBody,
   KosError,
   type ShareStore,
   type StoreCallOptions,
   type StoredShare,
-  toBase64url,
 } from '@kos/core';
 import type { Cluster, Redis } from 'ioredis';
 import { throwIfAborted } from '../abort.js';
 import { corrupt, decodeWithIntegrity, encodeWithIntegrity } from '../integrity-json.js';
-import { assertStorableShare, shareFromStoredFields } from '../share-validation.js';
+import { assertStorableShare, storedShareFromRecord } from '../share-validation.js';
 import { assertOptionsObject, checkNodeOptions } from '../store-options.js';
 import { checkRedisClientOption, runRedis } from './redis-client.js';
 import { createPersistenceGuard, type RedisPersistenceStatus, type RequirePersistence } from './redis-persistence.js';
@@ -101,16 +100,7 @@ export function createRedisShareStore(options: RedisShareStoreOptions): RedisSha
       const signal = callOptions?.signal;
       throwIfAborted(signal, 'put');
       assertStorableShare(share);
-      const text = encodeWithIntegrity({
-        nodeId,
-        shareId: share.shareId,
-        kid: share.kid,
-        version: share.version,
-        setId: share.setId,
-        owner: share.owner,
-        x: share.x,
-        value: toBase64url(share.value),
-      });
+      const text = encodeWithIntegrity({ nodeId, ...encodeShareBody(share) });
       await ready('put', signal);
       await runRedis(`put of share ${share.shareId}`, () => redis.set(keyOf(share.shareId), text), signal);
     },
@@ -127,15 +117,7 @@ export function createRedisShareStore(options: RedisShareStoreOptions): RedisSha
       if (body.shareId !== shareId || body.nodeId !== nodeId) {
         throw corrupt(shareId, 'record holds another share id or node');
       }
-      let value: Uint8Array;
-      try {
-        value = fromBase64url(body.value as string, 'value');
-      } catch {
-        throw corrupt(shareId, 'value is not base64url');
-      }
-      const checked = shareFromStoredFields(body, value);
-      if ('problem' in checked) throw corrupt(shareId, checked.problem);
-      return checked.share;
+      return storedShareFromRecord(body, shareId);
     },
 
     async delete(shareId: string, callOptions?: StoreCallOptions): Promise<boolean> {
