@@ -2,8 +2,9 @@ import { compactDecrypt } from 'jose';
 import { fromBase64url, wipe } from '../bytes.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { createWebCryptoProvider } from '../crypto/web-provider.js';
+import { findMatching, replaceMatching } from '../delivery/body-walker.js';
 import type { MediumKeyReference } from '../delivery/medium-reference.js';
-import { isTieredItem } from '../delivery/tiered-item.js';
+import { isTieredItem, plaintextValue } from '../delivery/tiered-item.js';
 import { decodeEnvelope } from '../envelope/codec.js';
 import { openWithKey } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
@@ -257,38 +258,20 @@ export function createOpener(options: OpenerOptions = {}): Opener {
       }
     },
     async openBody(body) {
-      const items: Array<HighTierItem | MediumTierItem> = [];
-      const collect = (value: unknown, depth: number): void => {
-        if (depth > 64 || typeof value !== 'object' || value === null) return;
-        if (isTieredItem(value)) {
-          items.push(value as HighTierItem | MediumTierItem);
-          return;
-        }
-        for (const child of Array.isArray(value) ? value : Object.values(value)) collect(child, depth + 1);
-      };
-      collect(body, 0);
+      const items = findMatching(body, isTieredItem, false) as Array<HighTierItem | MediumTierItem>;
       const opened = new Map<unknown, unknown>();
       await Promise.all(
         items.map(async (item) => {
           const plaintext = await this.open(item);
-          const text = new TextDecoder().decode(plaintext);
+          opened.set(item, plaintextValue(plaintext));
           wipe(plaintext);
-          try {
-            opened.set(item, JSON.parse(text));
-          } catch {
-            opened.set(item, text);
-          }
         }),
       );
-      const rebuild = (value: unknown): unknown => {
-        if (opened.has(value)) return opened.get(value);
-        if (Array.isArray(value)) return value.map(rebuild);
-        if (typeof value === 'object' && value !== null) {
-          return Object.fromEntries(Object.entries(value).map(([key, child]) => [key, rebuild(child)]));
-        }
-        return value;
-      };
-      return rebuild(body);
+      return replaceMatching(
+        body,
+        (value) => opened.has(value),
+        (value) => opened.get(value),
+      );
     },
     dispose() {
       for (const pending of keys.values()) pending.then((key) => wipe(key)).catch(() => undefined);

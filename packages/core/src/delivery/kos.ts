@@ -15,7 +15,7 @@ import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js
 import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
 import { findEnvelopes, replaceEnvelopes } from './body-walker.js';
 import { createMediumReference, type MediumKeyReference, type NodeDirectory } from './medium-reference.js';
-import { type HighItem, type MediumItem, TIER_HEADER } from './tiered-item.js';
+import { type HighItem, type MediumItem, plaintextValue, TIER_HEADER } from './tiered-item.js';
 
 /** The decision for one request: who, which tier and why. Exposed to route handlers. */
 export interface KosDecision extends TierDecision {
@@ -92,15 +92,6 @@ function isBinaryEnvelope(body: unknown): body is Uint8Array {
     body[1] === ENVELOPE_MAGIC[1] &&
     body[2] === ENVELOPE_MAGIC[2]
   );
-}
-
-function parsePlaintext(bytes: Uint8Array): unknown {
-  const text = new TextDecoder().decode(bytes);
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
 }
 
 /**
@@ -304,7 +295,7 @@ export function createKos(options: KosOptions): Kos {
       case 'low': {
         const plaintext = await keys.open(envelope);
         try {
-          return parsePlaintext(plaintext);
+          return plaintextValue(plaintext);
         } finally {
           wipe(plaintext);
         }

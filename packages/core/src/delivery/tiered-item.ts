@@ -31,3 +31,13 @@ export function isTieredItem(value: unknown): value is TieredItem {
   const tier = (value as { kosTier?: unknown }).kosTier;
   return (tier === 'high' || tier === 'medium') && 'envelope' in value;
 }
+
+/** A delivered plaintext as the value the route sealed: parsed JSON, or the text when it is not JSON. */
+export function plaintextValue(bytes: Uint8Array): unknown {
+  const text = new TextDecoder().decode(bytes);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
