@@ -8,7 +8,7 @@
  *   npm run bench:middleware -- --json    # machine-readable JSON on stdout instead
  *   npm run bench:middleware -- --quick   # ~40–50 s smoke run (1 round of 1 s per case); noisier
  *
- * Extra flags, for profiling: --framework=express,koa and --case=bare,low (run a subset; the
+ * Extra flags, for profiling: --seconds=N (length of each measured run), --framework=express,koa and --case=bare,low (run a subset; the
  * targets need the bare case of the framework), --no-breakdown (skip the in-process part),
  * --cpu-prof=DIR (server children run with `node --cpu-prof`, one folder per server:
  * DIR/express-kos/…, one profile per thread; the main thread's is the larger file).
@@ -76,7 +76,7 @@ const QUICK = flags.has('--quick');
 /** Measured rounds; every round runs every case once. */
 const ROUNDS = QUICK ? 1 : 3;
 /** Seconds per measured run. */
-const RUN_S = QUICK ? 1 : 3;
+const RUN_S = Number(flagValue('seconds') ?? (QUICK ? 1 : 3));
 /** Seconds of warm-up per case (JIT, DEK cache, client share sets, bound-grant cache). */
 const WARMUP_S = QUICK ? 0.5 : 1;
 const CONNECTIONS = 10;

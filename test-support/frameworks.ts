@@ -15,6 +15,8 @@ export const FRAMEWORKS: readonly Framework[] = ['express', 'hono', 'koa'];
 export type RouteResult = ({ json: unknown } | { bytes: Uint8Array; type: string }) & {
   status?: number;
   headers?: Record<string, string>;
+  /** Set-Cookie values, each sent as its own header. */
+  cookies?: string[];
 };
 
 /** A route the same in every framework: path (with `:id`), handler given params, query and JSON body. */
@@ -49,6 +51,7 @@ export function buildApp(framework: Framework, runtime: KosRuntime, routes: read
         });
         res.status(result.status ?? 200);
         if (result.headers) res.set(result.headers);
+        for (const cookie of result.cookies ?? []) res.append('set-cookie', cookie);
         if ('json' in result) res.json(result.json);
         else res.type(result.type).send(Buffer.from(result.bytes));
       });
@@ -70,6 +73,7 @@ export function buildApp(framework: Framework, runtime: KosRuntime, routes: read
           seal: kos.seal,
         });
         for (const [name, value] of Object.entries(result.headers ?? {})) c.header(name, value);
+        for (const cookie of result.cookies ?? []) c.header('set-cookie', cookie, { append: true });
         if ('json' in result) return c.json(result.json as object, (result.status ?? 200) as 200);
         return c.body(result.bytes as Uint8Array<ArrayBuffer>, (result.status ?? 200) as 200, {
           'content-type': result.type,
@@ -98,6 +102,7 @@ export function buildApp(framework: Framework, runtime: KosRuntime, routes: read
       const result = await route.handle({ params, body, decision: ctx.state.kos, seal: kos.seal });
       ctx.status = result.status ?? 200;
       if (result.headers) ctx.set(result.headers);
+      for (const cookie of result.cookies ?? []) ctx.append('set-cookie', cookie);
       if ('json' in result) ctx.body = result.json;
       else {
         ctx.type = result.type;

@@ -80,6 +80,11 @@ describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
         headers: { 'cache-control': 'public, max-age=600', vary: 'Origin', 'x-route': 'kept' },
       }),
     },
+    {
+      method: 'GET',
+      path: '/with-cookies',
+      handle: () => ({ json: db.get('r1'), cookies: ['a=1; Path=/', 'b=2; Path=/; HttpOnly'] }),
+    },
     { method: 'GET', path: '/other-key', handle: () => ({ json: elsewhere.get('other') }) },
     { method: 'GET', path: '/echo-decision', handle: ({ decision }) => ({ json: { decision } }) },
     { method: 'POST', path: '/echo-decision', handle: ({ decision }) => ({ json: { decision } }) },
@@ -298,6 +303,15 @@ describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
       expect(res.headers.vary, framework).toMatch(/Origin/);
       expect(res.headers.vary, framework).toMatch(/Authorization/);
       expect(res.headers['x-route'], framework).toBe('kept');
+    }
+  });
+
+  it('keeps every cookie the route set while delivering its body', async () => {
+    const low = await everywhere(get('/with-cookies', await token('alice', 30)));
+    for (const framework of FRAMEWORKS) {
+      const res = low[framework];
+      expect(res.body.data, framework).toEqual({ diagnosis: 'flu', n: 1 });
+      expect(res.headers['set-cookie'], framework).toEqual(['a=1; Path=/', 'b=2; Path=/; HttpOnly']);
     }
   });
 

@@ -23,13 +23,21 @@ export { createNobleCryptoProvider } from './crypto/noble-provider.js';
 export { createNodeCryptoProvider } from './crypto/node-provider.js';
 export type { CryptoProvider } from './crypto/provider.js';
 export { createWebCryptoProvider } from './crypto/web-provider.js';
-export { findEnvelopes, MAX_BODY_DEPTH, replaceEnvelopes } from './delivery/body-walker.js';
+export {
+  type BodySlot,
+  type BodySnapshot,
+  findEnvelopes,
+  MAX_BODY_DEPTH,
+  replaceEnvelopes,
+  snapshotBody,
+} from './delivery/body-walker.js';
 export {
   createKos,
   type Kos,
   type KosDecision,
   type KosHttpResponse,
   type KosOptions,
+  type KosRouteResponse,
 } from './delivery/kos.js';
 export {
   createMediumReference,

@@ -6,6 +6,7 @@ import {
   type KosRuntimeOptions,
   readNodeBody,
   requestFromNode,
+  setNodeHeaders,
   startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
@@ -31,11 +32,9 @@ function send(
   response: { status: number; headers: Record<string, string>; body: unknown },
   raw = false,
 ) {
-  res.status(response.status);
-  const { vary, ...headers } = response.headers;
-  res.set(headers);
-  // Vary gains what KOS needs; what the route set stays.
-  if (vary) res.vary(vary);
+  res.statusCode = response.status;
+  // KOS's headers win; Vary gains what KOS needs and keeps what the route set.
+  setNodeHeaders(res, response.headers);
   const wire = raw ? (response.body as string) : toWireBody(response.body);
   res.end(typeof wire === 'string' ? wire : Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength));
 }
@@ -76,9 +75,7 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
       return send(res, runtime.kos.errorResponse(error));
     }
     res.locals.kos = decision;
-    const { vary, ...decisionHeaders } = runtime.kos.decisionHeaders(decision);
-    res.set(decisionHeaders);
-    if (vary) res.vary(vary);
+    setNodeHeaders(res, runtime.kos.decisionHeaders(decision));
 
     const originalJson = res.json.bind(res);
     const originalSend = res.send.bind(res);

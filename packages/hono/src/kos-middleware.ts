@@ -1,10 +1,21 @@
-import { type EnvelopeJson, type Identity, type KosDecision, KosError, MAX_SHARE_BODY_BYTES } from '@kos/core';
+import type { IncomingMessage } from 'node:http';
+import {
+  type BodySnapshot,
+  type EnvelopeJson,
+  type Identity,
+  type KosDecision,
+  KosError,
+  MAX_SHARE_BODY_BYTES,
+  snapshotBody,
+} from '@kos/core';
 import {
   assertRuntimeOptions,
   createKosRuntime,
   type KosRuntime,
   type KosRuntimeOptions,
   mergeVary,
+  type PlainRequest,
+  plainHeaders,
   requestFromWeb,
   startupFailure,
   toWireBody,
@@ -54,6 +65,37 @@ async function readRouteBody(response: Response): Promise<unknown> {
 }
 
 /**
+ * The response that leaves: the route's headers stay, KOS's win (content type, cache control,
+ * tier) and Vary gains Authorization; the body is KOS's when it changed it. Plain header
+ * objects and a string body keep @hono/node-server on its fast path; a route that set cookies
+ * keeps them all through a Headers object.
+ */
+function buildResponse(
+  routed: Response,
+  out: { status: number; headers: Record<string, string>; body: unknown; transformed: boolean },
+): Response {
+  const body = out.transformed ? toWireBody(out.body) : routed.body;
+  const routeHeaders = routed.headers;
+  if (routeHeaders.has('set-cookie')) {
+    const headers = new Headers(routeHeaders);
+    if (out.transformed) headers.delete('content-length');
+    for (const [name, value] of Object.entries(out.headers)) {
+      headers.set(name, name === 'vary' ? mergeVary(routeHeaders.get('vary'), value) : value);
+    }
+    return new Response(body as BodyInit, { status: out.status, headers });
+  }
+  const headers: Record<string, string> = {};
+  routeHeaders.forEach((value, name) => {
+    if (!(out.transformed && name === 'content-length')) headers[name] = value;
+  });
+  for (const name in out.headers) {
+    const value = out.headers[name] as string;
+    headers[name] = name === 'vary' ? mergeVary(routeHeaders.get('vary'), value) : value;
+  }
+  return new Response(body as BodyInit, { status: out.status, headers });
+}
+
+/**
  * KOS for Hono: `app.use(kosMiddleware())`. Every request is identified (a bad or missing token
  * is refused before the route runs) and every envelope in the route's JSON or binary response
  * is delivered in the caller's tier. The decision is `c.get('kos')`.
@@ -70,7 +112,12 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
     } catch (error) {
       return toResponse(startupFailure(error));
     }
-    const request = requestFromWeb(c.req.raw);
+    // On @hono/node-server the Node request is at hand: its headers are read as they are,
+    // without building a Web Headers object.
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const request: PlainRequest = incoming?.headers
+      ? { method: c.req.method, url: c.req.url, headers: plainHeaders(incoming.headers) }
+      : requestFromWeb(c.req.raw);
     if (c.req.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
         const method = c.req.method;
@@ -95,25 +142,36 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
       return toResponse(runtime.kos.errorResponse(error));
     }
     c.set('kos', decision);
+    // What the route hands to c.json is read there (as JSON will send it), so its response
+    // need not be parsed back; any other response is read from its body.
+    let jsonResponse: Response | undefined;
+    let snapshot: BodySnapshot | undefined;
+    const json = c.json;
+    c.json = ((value: unknown, ...rest: unknown[]) => {
+      const answer = (json as (...args: unknown[]) => Response)(value, ...rest);
+      jsonResponse = answer;
+      try {
+        snapshot = snapshotBody(value);
+      } catch {
+        // Deeper than KOS walks: read from the body below, where `deliver` refuses it.
+        snapshot = undefined;
+      }
+      return answer;
+    }) as typeof c.json;
     await next();
     const routed = c.res;
-    const out = await runtime.kos.deliver(request, identity, decision, {
-      status: routed.status,
-      body: await readRouteBody(routed),
-    });
-    // The route's headers stay, KOS's win (content type, cache control, tier) and Vary gains
-    // Authorization. `c.res = undefined` first: Hono would otherwise copy the route's headers
-    // back over the new response.
-    const headers = new Headers(routed.headers);
-    if (out.transformed) headers.delete('content-length');
-    for (const [name, value] of Object.entries(out.headers)) {
-      headers.set(name, name === 'vary' ? mergeVary(routed.headers.get('vary'), value) : value);
-    }
-    const body = out.transformed ? toWireBody(out.body) : routed.body;
+    const taken = routed === jsonResponse ? snapshot : undefined;
+    const out = await runtime.kos.deliver(
+      request,
+      identity,
+      decision,
+      taken
+        ? { status: routed.status, body: taken.root, snapshot: taken }
+        : { status: routed.status, body: await readRouteBody(routed) },
+    );
     c.res = undefined as unknown as Response;
-    c.res = new Response(body as BodyInit, { status: out.status, headers });
+    c.res = buildResponse(routed, out);
   };
-
   return Object.assign(middleware, {
     ready,
     seal: async (kid: string, value: unknown, sealOptions: { dataId: string }) =>

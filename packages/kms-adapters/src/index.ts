@@ -51,9 +51,11 @@ export {
   assertRuntimeOptions,
   mergeVary,
   type PlainRequest,
+  plainHeaders,
   readNodeBody,
   requestFromNode,
   requestFromWeb,
+  setNodeHeaders,
   startupFailure,
   toWireBody,
 } from './runtime/adapter-support.js';

@@ -73,3 +73,113 @@ export function findEnvelopes(value: unknown): unknown[] {
 export function replaceEnvelopes(value: unknown, replace: (envelope: unknown) => unknown): unknown {
   return replaceMatching(value, isEnvelope, replace);
 }
+
+/** Where a matched value sits in a snapshot: `holder[key]`, or the root when `holder` is undefined. */
+export interface BodySlot {
+  readonly holder: Record<string, unknown> | unknown[] | undefined;
+  readonly key: string | number;
+  readonly value: unknown;
+}
+
+/** A response body as JSON.stringify would send it, as plain data, with the envelopes found in it. */
+export interface BodySnapshot {
+  readonly root: unknown;
+  readonly slots: readonly BodySlot[];
+}
+
+/**
+ * What JSON.stringify serialises for `value` under `key` (SerializeJSONProperty, steps 2–4):
+ * `toJSON(key)` applied, boxed primitives unwrapped.
+ */
+function jsonView(value: unknown, key: string): unknown {
+  if ((typeof value === 'object' && value !== null) || typeof value === 'bigint') {
+    const toJSON = (value as { toJSON?: unknown }).toJSON;
+    if (typeof toJSON === 'function') value = toJSON.call(value, key);
+  }
+  if (typeof value === 'object' && value !== null) {
+    if (value instanceof Number) return Number(value);
+    if (value instanceof String) return String(value);
+    if (value instanceof Boolean) return value.valueOf();
+  }
+  return value;
+}
+
+const omitted = (value: unknown): boolean =>
+  value === undefined || typeof value === 'function' || typeof value === 'symbol';
+
+/**
+ * One pass over a route's response body: a plain copy of what JSON.stringify would send
+ * (toJSON applied, boxed primitives unwrapped, getters read once, functions and undefined
+ * dropped from objects and null in arrays) and every envelope in it, with where it sits. It
+ * stands for `JSON.parse(JSON.stringify(body))` followed by `findEnvelopes` without the text
+ * round trip. Bodies deeper than MAX_BODY_DEPTH (cycles included) are refused with
+ * ERR_RESPONSE_ENVELOPE_INVALID; a BigInt with ERR_RESPONSE_ENVELOPE_INVALID too (JSON cannot
+ * carry it).
+ */
+export function snapshotBody(body: unknown): BodySnapshot {
+  const slots: BodySlot[] = [];
+  const copy = (
+    raw: unknown,
+    key: string,
+    holder: BodySlot['holder'],
+    slot: string | number,
+    depth: number,
+  ): unknown => {
+    const value = jsonView(raw, key);
+    if (typeof value === 'bigint') {
+      throw new KosError('ERR_RESPONSE_ENVELOPE_INVALID', 'the response body holds a BigInt, which JSON cannot carry');
+    }
+    if (typeof value !== 'object' || value === null) {
+      if (isCompactEnvelope(value)) slots.push({ holder, key: slot, value });
+      return value;
+    }
+    if (depth > MAX_BODY_DEPTH) throw tooDeep();
+    const mark = slots.length;
+    let out: Record<string, unknown> | unknown[];
+    if (Array.isArray(value)) {
+      const list: unknown[] = new Array(value.length);
+      for (let i = 0; i < value.length; i++) {
+        const item = copy(value[i], String(i), list, i, depth + 1);
+        list[i] = omitted(item) ? null : item;
+      }
+      out = list;
+    } else {
+      const record: Record<string, unknown> = {};
+      const source = value as Record<string, unknown>;
+      for (const name of Object.keys(source)) {
+        const item = copy(source[name], name, record, name, depth + 1);
+        if (omitted(item)) continue;
+        // An own "__proto__" field is data (JSON.parse makes it so): keep it as an own property.
+        if (name === '__proto__')
+          Object.defineProperty(record, name, { value: item, enumerable: true, writable: true, configurable: true });
+        else record[name] = item;
+      }
+      out = record;
+    }
+    if (isEnvelopeJson(out)) {
+      // An envelope is replaced whole: nothing inside it is looked at on its own.
+      slots.length = mark;
+      slots.push({ holder, key: slot, value: out });
+    }
+    return out;
+  };
+  const root = copy(body, '', undefined, '', 0);
+  return { root, slots };
+}
+
+/** Puts `replacements[i]` where `snapshot.slots[i]` was, in the snapshot's own copy; returns the new root. */
+export function fillSlots(snapshot: BodySnapshot, replacements: readonly unknown[]): unknown {
+  let root = snapshot.root;
+  snapshot.slots.forEach((slot, i) => {
+    if (slot.holder === undefined) root = replacements[i];
+    else if (slot.key === '__proto__')
+      Object.defineProperty(slot.holder, slot.key, {
+        value: replacements[i],
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    else (slot.holder as Record<string | number, unknown>)[slot.key] = replacements[i];
+  });
+  return root;
+}

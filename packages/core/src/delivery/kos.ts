@@ -13,7 +13,7 @@ import { failSpan, type KosSpan, loadTracing, withSpan } from '../observability/
 import type { AccessControl } from '../trust/access-control.js';
 import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js';
 import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
-import { findEnvelopes, replaceEnvelopes } from './body-walker.js';
+import { type BodySnapshot, fillSlots, snapshotBody } from './body-walker.js';
 import { createMediumReference, type MediumKeyReference, type NodeDirectory } from './medium-reference.js';
 import { type HighItem, type MediumItem, plaintextValue, TIER_HEADER } from './tiered-item.js';
 
@@ -47,6 +47,19 @@ export interface KosOptions {
   readonly metrics?: KosMetrics;
 }
 
+/** What a route answered, as an adapter hands it to `deliver`. */
+export interface KosRouteResponse {
+  readonly status: number;
+  /** A JSON value, bytes (binary bodies), or anything else (passed through). */
+  readonly body: unknown;
+  /**
+   * `snapshotBody(body)` taken when the route handed its value over (an adapter that gets the
+   * value before it is serialised, and delivers later, takes it then so later changes to the
+   * value do not count). Default: taken when `deliver` is called.
+   */
+  readonly snapshot?: BodySnapshot;
+}
+
 /** A response as KOS hands it back to an adapter. */
 export interface KosHttpResponse {
   readonly status: number;
@@ -70,7 +83,7 @@ export interface Kos {
     request: RequestLike,
     identity: Identity,
     decision: KosDecision,
-    response: { status: number; body: unknown },
+    response: KosRouteResponse,
   ): Promise<KosHttpResponse>;
   /** Headers every response of a decided request carries. */
   decisionHeaders(decision: KosDecision): Record<string, string>;
@@ -172,7 +185,30 @@ export function createKos(options: KosOptions): Kos {
     if (withoutSets.size > 10_000) withoutSets.delete(withoutSets.keys().next().value as string);
   }
 
+  // Node URLs that are absolute are the same for every request; relative ones (the embedded
+  // default mounts nodes on the app itself) resolve against the request's origin, remembered
+  // per origin (bounded: the origin comes from the client's Host header).
+  const absoluteNodes = [...nodes.values()].every((url) => URL.canParse(url));
+  const relativeToPath = [...nodes.values()].some((url) => !URL.canParse(url) && !url.startsWith('/'));
+  const directories = new LRUCache<string, NodeDirectory>({ max: 64 });
+  /** A directory's URLs as one string (part of the key-bound grant cache key). */
+  const directoryKeys = new WeakMap<NodeDirectory, string>();
+  const directoryKey = (directory: NodeDirectory): string => {
+    let key = directoryKeys.get(directory);
+    if (key === undefined) {
+      key = [...directory.values()].join(' ');
+      directoryKeys.set(directory, key);
+    }
+    return key;
+  };
+  const ORIGIN = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/;
+
   function nodeDirectoryFor(request: RequestLike): NodeDirectory {
+    if (absoluteNodes) return nodes;
+    const origin = ORIGIN.exec(request.url)?.[0];
+    const cacheKey = relativeToPath ? request.url : origin;
+    const cached = cacheKey === undefined ? undefined : directories.get(cacheKey);
+    if (cached) return cached;
     let base: URL | undefined;
     try {
       base = new URL(request.url);
@@ -181,7 +217,20 @@ export function createKos(options: KosOptions): Kos {
     }
     const out = new Map<string, string>();
     for (const [nodeId, url] of nodes) out.set(nodeId, base ? new URL(url, base).toString() : url);
+    if (cacheKey !== undefined && base) directories.set(cacheKey, out);
     return out;
+  }
+
+  /** The client key's RFC 7638 thumbprint, once per key object (identities are cached per token). */
+  const thumbprints = new WeakMap<object, Promise<string>>();
+  function thumbprintOf(jwk: JWK): Promise<string> {
+    let pending = thumbprints.get(jwk);
+    if (!pending) {
+      pending = jwkThumbprint(jwk);
+      thumbprints.set(jwk, pending);
+      pending.catch(() => thumbprints.delete(jwk));
+    }
+    return pending;
   }
 
   async function highItem(
@@ -229,19 +278,11 @@ export function createKos(options: KosOptions): Kos {
     if (!pending) {
       pending = (async () => {
         const nodesForRequest = nodeDirectoryFor(request);
-        const dpopJkt = bind && identity.publicJwk ? await jwkThumbprint(identity.publicJwk as JWK) : undefined;
+        const dpopJkt = bind && identity.publicJwk ? await thumbprintOf(identity.publicJwk as JWK) : undefined;
         // A key-bound grant may be reused by its holder until it expires (each use needs a
         // fresh DPoP proof): reuse it rather than sign again. Bearer grants are single-use.
         const cacheKey = dpopJkt
-          ? [
-              decision.clientId,
-              kid,
-              ver,
-              decision.n,
-              decision.k,
-              dpopJkt,
-              [...nodesForRequest.values()].join(' '),
-            ].join('\u0000')
+          ? [decision.clientId, kid, ver, decision.n, decision.k, dpopJkt, directoryKey(nodesForRequest)].join('\u0000')
           : undefined;
         const cached = cacheKey ? boundReferences.get(cacheKey) : undefined;
         if (cached && cached.expiresAt - 10 > Date.now() / 1000) return cached;
@@ -265,18 +306,16 @@ export function createKos(options: KosOptions): Kos {
     return { kosTier: 'medium', envelope, key: await pending };
   }
 
-  function parseAll(found: readonly unknown[]): Map<unknown, Envelope> {
-    const parsed = new Map<unknown, Envelope>();
-    for (const value of found) {
+  function parseAll(found: readonly unknown[]): Envelope[] {
+    return found.map((value) => {
       try {
-        parsed.set(value, keys.decode(value));
+        return keys.decode(value);
       } catch (error) {
         throw new KosError('ERR_RESPONSE_ENVELOPE_INVALID', 'a stored envelope in the response could not be read', {
           details: { code: isKosError(error) ? error.code : 'unknown' },
         });
       }
-    }
-    return parsed;
+    });
   }
 
   async function shapeOne(
@@ -322,6 +361,16 @@ export function createKos(options: KosOptions): Kos {
     kids: readonly string[],
     references: Map<string, Promise<MediumKeyReference>>,
   ) {
+    if (audit) await auditRelease(decision, kids, references);
+    // Counted once the release is on the record (a failed audit write answers 503 instead).
+    metrics.keyRelease(decision.tier);
+  }
+
+  async function auditRelease(
+    decision: KosDecision,
+    kids: readonly string[],
+    references: Map<string, Promise<MediumKeyReference>>,
+  ) {
     const facts = decisionFacts(decision);
     if (decision.tier === 'medium') {
       for (const pending of references.values()) {
@@ -345,7 +394,24 @@ export function createKos(options: KosOptions): Kos {
       kids,
       reason: decision.tier === 'low' ? 'plaintext' : decision.tier === 'high' ? 'dek' : 'share references',
     });
-    metrics.keyRelease(decision.tier);
+  }
+
+  /**
+   * The JSON view of a route's body, taken now (before any await: what the route handed over is
+   * what is delivered); undefined for bodies KOS does not look into, the error for bodies JSON
+   * cannot carry (thrown inside `deliver`'s error handling).
+   */
+  function takeSnapshot(response: KosRouteResponse): BodySnapshot | Error | undefined {
+    if (response.snapshot) return response.snapshot;
+    const body = response.body;
+    const walkable =
+      (typeof body === 'object' && body !== null && !(body instanceof Uint8Array)) || isCompactEnvelope(body);
+    if (!walkable) return undefined;
+    try {
+      return snapshotBody(body);
+    } catch (error) {
+      return error instanceof Error ? error : new KosError('ERR_INTERNAL', 'the response body could not be read');
+    }
   }
 
   /** Shapes one response for its tier (the body of `deliver`, inside its span). */
@@ -353,7 +419,8 @@ export function createKos(options: KosOptions): Kos {
     request: RequestLike,
     identity: Identity,
     decision: KosDecision,
-    response: { status: number; body: unknown },
+    response: KosRouteResponse,
+    snapshot: BodySnapshot | Error | undefined,
     span: KosSpan,
   ): Promise<KosHttpResponse> {
     const headers = kos.decisionHeaders(decision);
@@ -362,7 +429,7 @@ export function createKos(options: KosOptions): Kos {
     try {
       const memos = { high: new Map(), medium: new Map() };
       if (isBinaryEnvelope(response.body)) {
-        const envelope = parseAll([response.body]).get(response.body) as Envelope;
+        const envelope = parseAll([response.body])[0] as Envelope;
         span.setAttribute('kos.kids', [envelope.header.kid]);
         span.setAttribute('kos.envelopes', 1);
         await access.assertAllowed(decision.clientId, envelope.header.kid);
@@ -385,25 +452,19 @@ export function createKos(options: KosOptions): Kos {
           transformed: true,
         };
       }
-      const walkable =
-        (typeof response.body === 'object' && response.body !== null && !(response.body instanceof Uint8Array)) ||
-        isCompactEnvelope(response.body);
-      if (!walkable) return { status: response.status, headers, body: response.body, transformed: false };
-      const json = JSON.parse(JSON.stringify(response.body)) as unknown;
-      const found = findEnvelopes(json);
-      if (found.length === 0) return { status: response.status, headers, body: response.body, transformed: false };
-      const parsed = parseAll(found);
-      const kids = [...new Set([...parsed.values()].map((e) => e.header.kid))];
+      if (!snapshot) return { status: response.status, headers, body: response.body, transformed: false };
+      if (snapshot instanceof Error) throw snapshot;
+      const { slots } = snapshot;
+      if (slots.length === 0) return { status: response.status, headers, body: response.body, transformed: false };
+      const envelopes = parseAll(slots.map((slot) => slot.value));
+      const kids = [...new Set(envelopes.map((e) => e.header.kid))];
       span.setAttribute('kos.kids', kids);
-      span.setAttribute('kos.envelopes', parsed.size);
+      span.setAttribute('kos.envelopes', envelopes.length);
       for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
-      const shaped = new Map<unknown, unknown>();
-      await Promise.all(
-        [...parsed].map(async ([original, envelope]) => {
-          shaped.set(original, await shapeOne(original, envelope, request, identity, decision, memos));
-        }),
+      const shaped = await Promise.all(
+        slots.map((slot, i) => shapeOne(slot.value, envelopes[i] as Envelope, request, identity, decision, memos)),
       );
-      const body = replaceEnvelopes(json, (original) => shaped.get(original));
+      const body = fillSlots(snapshot, shaped);
       await recordRelease(decision, kids, memos.medium);
       return {
         status: response.status,
@@ -444,7 +505,7 @@ export function createKos(options: KosOptions): Kos {
         // Out of medium: the client's share sets go now, whatever the route answers (a 404, a
         // redirect, text), so its outstanding grants stop working.
         if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
-        await record({ type: 'decision', outcome: 'ok', ...decisionFacts(decision) });
+        if (audit) await record({ type: 'decision', outcome: 'ok', ...decisionFacts(decision) });
         metrics.decision(decision.tier);
         return { decision, identity };
       } catch (error) {
@@ -468,7 +529,7 @@ export function createKos(options: KosOptions): Kos {
             ? {}
             : { 'kos.share_set.n': decision.n, 'kos.share_set.k': decision.k as number }),
         },
-        (span) => deliverInSpan(request, identity, decision, response, span),
+        (span) => deliverInSpan(request, identity, decision, response, takeSnapshot(response), span),
       );
     },
 

@@ -1,7 +1,7 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { KosError, type RequestLike } from '@kos/core';
 import type { KosRuntimeOptions } from './kos-runtime.js';
-import { missingForProduction } from './runtime-config.js';
+import { checkRuntimeConfig, missingForProduction } from './runtime-config.js';
 
 /** A Node request as KOS sees it: method, absolute URL, headers (lower-case, joined). */
 /** A request with plain string headers: usable both as RequestLike and as a KMS request. */
@@ -10,11 +10,38 @@ export interface PlainRequest extends RequestLike {
 }
 
 export function requestFromNode(req: IncomingMessage, protocol: string, path = req.url ?? '/'): PlainRequest {
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  return {
+    method: req.method ?? 'GET',
+    url: `${protocol}://${req.headers.host ?? 'localhost'}${path}`,
+    headers: plainHeaders(req.headers),
+  };
+}
+
+/**
+ * Node's request headers as plain strings. Node joins repeated request headers into one string
+ * except `set-cookie` (an array): only then is a copy made.
+ */
+export function plainHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  if (headers['set-cookie'] === undefined) return headers as Record<string, string>;
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined) out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  return { method: req.method ?? 'GET', url: `${protocol}://${req.headers.host ?? 'localhost'}${path}`, headers };
+  return out;
+}
+
+/**
+ * Sets KOS's response headers on a Node response: each replaces the route's, except `vary`,
+ * which gains what KOS needs while keeping what the route set.
+ */
+export function setNodeHeaders(res: ServerResponse, headers: Readonly<Record<string, string>>): void {
+  for (const name in headers) {
+    const value = headers[name] as string;
+    if (name === 'vary') {
+      const existing = res.getHeader('vary');
+      res.setHeader('vary', mergeVary(Array.isArray(existing) ? existing.join(', ') : existing?.toString(), value));
+    } else res.setHeader(name, value);
+  }
 }
 
 /** A Web Request as KOS sees it. */
@@ -50,7 +77,7 @@ export function readNodeBody(req: IncomingMessage, limit = 16 * 1024): Promise<U
 
 /**
  * Checks middleware options when the middleware is created (before any request): the type of
- * each option, and that production has a configuration (the embedded default is development
+ * each option, the shape of `config`, and that production has a configuration (the embedded default is development
  * only). Throws ERR_INVALID_OPTIONS listing what is missing.
  */
 export function assertRuntimeOptions(options: unknown): asserts options is KosRuntimeOptions {
@@ -62,6 +89,8 @@ export function assertRuntimeOptions(options: unknown): asserts options is KosRu
   if (config !== undefined && (typeof config !== 'object' || config === null)) {
     throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: config must be an object');
   }
+  // The shape of what is given (store kinds, Redis connections, rotation settings), before anything connects.
+  if (config !== undefined) checkRuntimeConfig(config);
   if (dir !== undefined && typeof dir !== 'string')
     throw new KosError('ERR_INVALID_OPTIONS', 'kosMiddleware: dir must be a path');
   if (embeddedNodes !== undefined && (!Number.isInteger(embeddedNodes) || embeddedNodes < 5 || embeddedNodes > 16)) {
