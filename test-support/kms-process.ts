@@ -16,6 +16,10 @@ export interface KmsNodeProcessOptions {
   readonly port?: number;
   readonly tls?: { readonly certPath: string; readonly keyPath: string; readonly clientCaPath?: string };
   readonly corsOrigins?: readonly string[];
+  /** More flags, after the others (e.g. `['--redis-sentinel', '127.0.0.1:26379', '--redis-master-name', 'm']`). */
+  readonly extraArgs?: readonly string[];
+  /** More environment variables for the process (e.g. `KOS_REDIS_PASSWORD`). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** A real `kos-kms` process on loopback. */
@@ -56,12 +60,17 @@ function args(options: KmsNodeProcessOptions): string[] {
     if (options.tls.clientCaPath) out.push('--client-ca', options.tls.clientCaPath);
   }
   if (options.corsOrigins?.length) out.push('--cors-origin', ...options.corsOrigins);
+  if (options.extraArgs?.length) out.push(...options.extraArgs);
   return out;
 }
 
 /** Starts `kos-kms` and resolves once it prints its listening line. */
 export function startKmsProcess(options: KmsNodeProcessOptions): Promise<KmsNodeProcess> {
-  const child = spawn(process.execPath, args(options), { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args(options), {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
+  });
   const stderr: string[] = [];
   createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
   const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));

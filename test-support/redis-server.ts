@@ -40,6 +40,8 @@ export interface RedisServerOptions {
   readonly dir?: string;
   /** More `--name value` arguments for redis-server (e.g. `['--rename-command', 'CONFIG', '']`). */
   readonly extraArgs?: readonly string[];
+  /** A configuration file given before the other arguments (a Sentinel needs one it can rewrite). */
+  readonly configFile?: string;
 }
 
 export interface RedisServer {
@@ -240,6 +242,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
 
   async function launch(): Promise<boolean> {
     const args = [
+      ...(options.configFile === undefined ? [] : [options.configFile]),
       '--port',
       String(port),
       '--bind',

@@ -41,9 +41,21 @@ import { createFileShareStore } from '../file-share-store.js';
 import { createHttpShareStore } from '../http-share-store.js';
 import { createKmsHandler, type KmsRequest, type KmsResponse } from '../kms-node/kms-handler.js';
 import { createMemoryMetadataStore } from '../memory-metadata-store.js';
+import {
+  openRedisConnection,
+  pickRedisConnection,
+  type RedisConnectionConfig,
+  resolveRedisTlsFiles,
+} from '../redis/redis-connection.js';
 import { assertRuntimeOptions } from './adapter-support.js';
 import { loadOrCreateKeyPairFile, readKeyPairFile } from './key-files.js';
-import { type KosRuntimeConfig, type MetricsConfig, missingForProduction, type NodeConfig } from './runtime-config.js';
+import {
+  checkRuntimeConfig,
+  type KosRuntimeConfig,
+  type MetricsConfig,
+  missingForProduction,
+  type NodeConfig,
+} from './runtime-config.js';
 import { auditFailureLogger, resolveRuntimeMetrics, safeLogger } from './runtime-observability.js';
 
 /** Issuer and audience of the development identity tokens minted by the embedded default. */
@@ -125,14 +137,20 @@ function readPem(value: string | undefined, file: string | undefined): string | 
   return value ?? (file ? readFileSync(file, 'utf8') : undefined);
 }
 
-async function openRedis(url: string) {
-  const { Redis } = await import('ioredis');
-  const redis = new Redis(url, { maxRetriesPerRequest: 2, enableOfflineQueue: false, lazyConnect: true });
-  await redis.connect();
-  return redis;
+/** An ioredis client for a `{ "kind": "redis", … }` entry: one server, a Sentinel-managed master or a Cluster. */
+function openRedis(config: RedisConnectionConfig, what: string, logger: KosLogger) {
+  return openRedisConnection(pickRedisConnection(config), {
+    what,
+    onStateChange: ({ up, message }) =>
+      up ? logger.info({ redis: what }, `kos: ${message}`) : logger.warn({ redis: what }, `kos: ${message}`),
+  });
 }
 
-async function buildMetadata(config: KosRuntimeConfig['metadata'], closers: Built['closers']): Promise<MetadataStore> {
+async function buildMetadata(
+  config: KosRuntimeConfig['metadata'],
+  closers: Built['closers'],
+  logger: KosLogger,
+): Promise<MetadataStore> {
   if (!config) throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: metadata is required');
   if ('getKey' in config) return config;
   switch (config.kind) {
@@ -141,7 +159,7 @@ async function buildMetadata(config: KosRuntimeConfig['metadata'], closers: Buil
     case 'memory':
       return createMemoryMetadataStore();
     case 'redis': {
-      const redis = await openRedis(config.url);
+      const redis = await openRedis(config, 'metadata', logger);
       closers.push(() => redis.quit());
       const { createRedisMetadataStore } = await import('../redis/redis-metadata-store.js');
       return createRedisMetadataStore({ redis, keyPrefix: 'kos:', requirePersistence: 'refuse' });
@@ -156,6 +174,7 @@ async function buildNodes(
   issuer: string,
   prefix: string,
   audit: AuditTrail | undefined,
+  logger: KosLogger,
 ): Promise<Built> {
   const built: Built = { stores: [], publicUrls: new Map(), mounted: new Map(), closers: [] };
   for (const node of nodes) {
@@ -189,7 +208,7 @@ async function buildNodes(
       store = createFileShareStore({ nodeId: node.nodeId, ...zone, dir: join(node.dir, 'shares') });
       replay = createFileMetadataStore({ dir: join(node.dir, 'replay'), lockStaleMs: 2000 });
     } else {
-      const redis = await openRedis(node.url);
+      const redis = await openRedis(node, `node ${node.nodeId}`, logger);
       built.closers.push(() => redis.quit());
       const { createRedisShareStore } = await import('../redis/redis-share-store.js');
       const { createRedisMetadataStore } = await import('../redis/redis-metadata-store.js');
@@ -234,30 +253,6 @@ async function publicKeyOf(key: CryptoKey | KeyObject): Promise<CryptoKey | KeyO
   return (await importJWK(jwk, 'EdDSA')) as CryptoKey;
 }
 
-const NODE_KINDS = ['http', 'file', 'redis'];
-const METADATA_KINDS = ['file', 'redis', 'memory'];
-
-/** Refuses configuration fields of the wrong kind before anything connects anywhere. */
-function assertConfigShape(config: KosRuntimeConfig): void {
-  const invalid = (message: string) => new KosError('ERR_INVALID_OPTIONS', `KOS configuration: ${message}`);
-  const metadata = config.metadata as { kind?: unknown; getKey?: unknown } | undefined;
-  if (metadata && typeof metadata.getKey !== 'function' && !METADATA_KINDS.includes(metadata.kind as string)) {
-    throw invalid(`metadata.kind must be one of ${METADATA_KINDS.join(', ')} (or a MetadataStore)`);
-  }
-  for (const [index, node] of (config.nodes ?? []).entries()) {
-    const entry = node as { kind?: unknown; store?: unknown; url?: unknown; dir?: unknown; publicUrl?: unknown };
-    if (entry.store !== undefined) {
-      if (typeof entry.publicUrl !== 'string') throw invalid(`nodes[${index}]: a ready store needs publicUrl`);
-      continue;
-    }
-    if (!NODE_KINDS.includes(entry.kind as string))
-      throw invalid(`nodes[${index}].kind must be one of ${NODE_KINDS.join(', ')}`);
-    if ((entry.kind === 'http' || entry.kind === 'redis') && typeof entry.url !== 'string')
-      throw invalid(`nodes[${index}].url is required`);
-    if (entry.kind === 'file' && typeof entry.dir !== 'string') throw invalid(`nodes[${index}].dir is required`);
-  }
-}
-
 /** Reads a JSON configuration file (`KOS_CONFIG`); `…File` paths in it are relative to the file. */
 export function loadKosConfigFile(path: string): KosRuntimeConfig {
   let parsed: KosRuntimeConfig;
@@ -266,8 +261,11 @@ export function loadKosConfigFile(path: string): KosRuntimeConfig {
   } catch (error) {
     throw new KosError('ERR_INVALID_OPTIONS', `cannot read the KOS configuration ${path}`, { cause: error });
   }
+  // A JSON file is checked in full, unknown fields included, before any path in it is used.
+  checkRuntimeConfig(parsed, { strict: true });
   const base = resolve(path, '..');
   const at = (file: string | undefined) => (file === undefined ? undefined : resolve(base, file));
+  const atFile = (file: string) => resolve(base, file);
   const identity = parsed.identity as { jwksFile?: string } | undefined;
   return {
     ...parsed,
@@ -287,8 +285,12 @@ export function loadKosConfigFile(path: string): KosRuntimeConfig {
     ...(parsed.metadata && 'kind' in parsed.metadata && parsed.metadata.kind === 'file'
       ? { metadata: { kind: 'file' as const, dir: at(parsed.metadata.dir) as string } }
       : {}),
+    ...(parsed.metadata && 'kind' in parsed.metadata && parsed.metadata.kind === 'redis'
+      ? { metadata: { ...resolveRedisTlsFiles(parsed.metadata, atFile), kind: 'redis' as const } }
+      : {}),
     nodes: (parsed.nodes ?? []).map((node) => {
       if ('kind' in node && node.kind === 'file') return { ...node, dir: at(node.dir) as string };
+      if ('kind' in node && node.kind === 'redis') return resolveRedisTlsFiles(node, atFile) as NodeConfig;
       if ('kind' in node && node.kind === 'http') {
         return {
           ...node,
@@ -389,7 +391,7 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       details: { missing },
     });
   }
-  assertConfigShape(config);
+  checkRuntimeConfig(config);
   let signingKey = config.signingKey;
   let keyId: string | undefined;
   if (config.signingKeyFile) {
@@ -405,13 +407,13 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
   // The kid (from the key file) lets nodes pick the key from a JWKS during key rollover.
   const tokens = createTokenIssuer({ issuer, privateKey: signingKey as CryptoKey, ...(keyId ? { keyId } : {}) });
   const closers: Built['closers'] = [];
-  const metadata = await buildMetadata(config.metadata, closers);
+  const logger = safeLogger(options.logger ?? config.logger);
+  const metadata = await buildMetadata(config.metadata, closers, logger);
   const needsVerifier = (config.nodes ?? []).some((node) => 'kind' in node && node.kind !== 'http');
   if (needsVerifier && !signingPublic) {
     throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: in-process nodes need signingKeyFile (to verify grants)');
   }
   const auditConfig = config.audit || options.audit ? { ...config.audit, ...options.audit } : undefined;
-  const logger = safeLogger(options.logger ?? config.logger);
   const audit = await openAuditTrail(auditConfig, signingKey as CryptoKey, auditFailureLogger(logger));
   const observed = await resolveRuntimeMetrics(options.metrics ?? config.metrics, {
     // The embedded default runs without prom-client; a configuration that asks for it does not.
@@ -420,7 +422,7 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
   });
   const metrics = observed.metrics;
   const tracing = await loadTracing();
-  const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix, audit);
+  const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix, audit, logger);
   closers.push(...built.closers);
   const tiers = createTierPolicy(config.tiers);
   const keys = new KeyManager({

@@ -8,8 +8,10 @@ import type {
   ShareStore,
   TierPolicyOptions,
 } from '@kos/core';
+import { isValidId, KosError } from '@kos/core';
 import type { CryptoKey, KeyObject } from 'jose';
 import type { AuditConfig } from '../audit/audit-setup.js';
+import { checkRedisConnectionConfig, type RedisConnectionConfig } from '../redis/redis-connection.js';
 
 /** A KMS node KOS talks to, given as a ready store or as a kind the runtime builds. */
 export type NodeConfig =
@@ -43,18 +45,23 @@ export type NodeConfig =
       readonly kind: 'file';
       readonly dir: string;
     }
-  | {
+  | ({
       readonly nodeId: string;
       readonly zone?: string;
-      /** A Redis-backed node run inside this process and mounted on the app. */
+      /**
+       * A Redis-backed node run inside this process and mounted on the app: one server (`url`),
+       * a Sentinel-managed master (`sentinels` + `name`) or a Redis Cluster (`cluster`).
+       */
       readonly kind: 'redis';
-      readonly url: string;
-    };
+    } & RedisConnectionConfig);
+
+/** Metadata on Redis: one server (`url`), a Sentinel-managed master (`sentinels` + `name`) or a Cluster (`cluster`). */
+export type RedisMetadataConfig = { readonly kind: 'redis' } & RedisConnectionConfig;
 
 export type MetadataConfig =
   | MetadataStore
   | { readonly kind: 'file'; readonly dir: string }
-  | { readonly kind: 'redis'; readonly url: string }
+  | RedisMetadataConfig
   | { readonly kind: 'memory' };
 
 /**
@@ -111,6 +118,92 @@ export interface KosRuntimeConfig {
    * writes (default: silent). Nothing secret is logged: ids, codes and reasons only.
    */
   readonly logger?: KosLogger;
+}
+
+/** Top-level fields of a configuration (a JSON file with any other field is refused: a typo must not pass silently). */
+export const CONFIG_FIELDS: readonly string[] = [
+  'issuer',
+  'signingKey',
+  'signingKeyFile',
+  'identity',
+  'metadata',
+  'nodes',
+  'tiers',
+  'access',
+  'systemShares',
+  'autoCreateKeys',
+  'mountPrefix',
+  'audit',
+  'metrics',
+  'logger',
+];
+
+const NODE_KINDS = ['http', 'file', 'redis'];
+const METADATA_KINDS = ['file', 'redis', 'memory'];
+
+function invalidConfig(message: string, option: string): KosError {
+  return new KosError('ERR_INVALID_OPTIONS', `KOS configuration: ${message}`, { details: { option } });
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Refuses configuration fields of the wrong shape before anything connects anywhere: store
+ * kinds and their fields (a Redis connection: exactly one of url, sentinels + name, cluster;
+ * no unknown fields), and node entries. With `strict` (a JSON file), unknown
+ * top-level fields are refused too (fields starting with `$` are comments).
+ *
+ * @throws KosError ERR_INVALID_OPTIONS naming the field (`details.option`).
+ */
+export function checkRuntimeConfig(config: KosRuntimeConfig, options: { strict?: boolean } = {}): void {
+  if (!isPlainObject(config)) throw invalidConfig('the configuration must be an object', 'config');
+  if (options.strict) {
+    for (const key of Object.keys(config)) {
+      if (!CONFIG_FIELDS.includes(key) && !key.startsWith('$')) {
+        throw invalidConfig(`${key} is not a known field (${CONFIG_FIELDS.join(', ')})`, key);
+      }
+    }
+  }
+  const metadata = config.metadata as unknown;
+  if (metadata !== undefined) {
+    if (!isPlainObject(metadata)) throw invalidConfig('metadata must be an object', 'metadata');
+    if (typeof metadata.getKey !== 'function') {
+      if (!METADATA_KINDS.includes(metadata.kind as string)) {
+        throw invalidConfig(
+          `metadata.kind must be one of ${METADATA_KINDS.join(', ')} (or a MetadataStore)`,
+          'metadata.kind',
+        );
+      }
+      if (metadata.kind === 'redis') checkRedisConnectionConfig(metadata, 'metadata', ['kind']);
+      if (metadata.kind === 'file' && (typeof metadata.dir !== 'string' || metadata.dir === '')) {
+        throw invalidConfig('metadata.dir is required with kind file', 'metadata.dir');
+      }
+    }
+  }
+  const nodes = config.nodes as unknown;
+  if (nodes !== undefined && !Array.isArray(nodes)) throw invalidConfig('nodes must be a list', 'nodes');
+  for (const [index, node] of ((nodes as unknown[] | undefined) ?? []).entries()) {
+    const at = `nodes[${index}]`;
+    if (!isPlainObject(node)) throw invalidConfig(`${at} must be an object`, at);
+    if (!isValidId(node.nodeId)) throw invalidConfig(`${at}.nodeId must be a valid id`, `${at}.nodeId`);
+    if (node.zone !== undefined && !isValidId(node.zone))
+      throw invalidConfig(`${at}.zone must be a valid id`, `${at}.zone`);
+    if (node.store !== undefined) {
+      if (typeof node.publicUrl !== 'string')
+        throw invalidConfig(`${at}: a ready store needs publicUrl`, `${at}.publicUrl`);
+      continue;
+    }
+    if (!NODE_KINDS.includes(node.kind as string)) {
+      throw invalidConfig(`${at}.kind must be one of ${NODE_KINDS.join(', ')}`, `${at}.kind`);
+    }
+    if (node.kind === 'http' && typeof node.url !== 'string') throw invalidConfig(`${at}.url is required`, `${at}.url`);
+    if (node.kind === 'file' && (typeof node.dir !== 'string' || node.dir === '')) {
+      throw invalidConfig(`${at}.dir is required`, `${at}.dir`);
+    }
+    if (node.kind === 'redis') checkRedisConnectionConfig(node, at, ['kind', 'nodeId', 'zone']);
+  }
 }
 
 /** What a production configuration must name, for the refusal message. */
