@@ -1,6 +1,17 @@
 import { Command } from 'commander';
 import { fail, globalOptions, print, withRuntime } from './context.js';
 
+/** Why a node is down, in words an operator can act on. */
+function downReason(node: { readonly code?: string | undefined; readonly nodeCode?: string | undefined }): string {
+  const code = node.nodeCode ?? node.code ?? 'ERR_INTERNAL';
+  const where = node.nodeCode ? ` at the node (${node.code})` : '';
+  if (code === 'ERR_STORE_IO') return `${code}${where}: its share store is unreachable`;
+  if (code === 'ERR_STORE_CORRUPT') return `${code}${where}: its share store holds damaged data`;
+  if (code === 'ERR_KMS_UNREACHABLE') return `${code}: no connection`;
+  if (code === 'ERR_KMS_TIMEOUT') return `${code}: no answer in time`;
+  return `${code}${where}`;
+}
+
 /** `kos status`: keys, versions, states, operation counters; nodes and their health; Redis persistence. */
 export function statusCommand(): Command {
   const command = new Command('status').description('keys and versions, node health, Redis persistence');
@@ -51,12 +62,15 @@ export function statusCommand(): Command {
                 ms: Math.round(performance.now() - started),
               };
             } catch (error) {
+              // A remote node that answered names its own failure (ERR_STORE_IO: its store is down).
+              const nodeCode = (error as { details?: { nodeCode?: unknown } }).details?.nodeCode;
               return {
                 nodeId: node.nodeId,
                 kind: node.kind,
                 url: node.publicUrl,
                 healthy: false,
                 code: (error as { code?: string }).code ?? 'ERR_INTERNAL',
+                ...(typeof nodeCode === 'string' ? { nodeCode } : {}),
               };
             }
           }),
@@ -83,7 +97,7 @@ export function statusCommand(): Command {
           lines.push('', 'nodes:');
           for (const node of nodes) {
             lines.push(
-              `  ${node.nodeId.padEnd(10)} ${node.kind.padEnd(6)} ${node.healthy ? `healthy (${node.ms} ms)` : `DOWN (${node.code})`} ${node.url}`,
+              `  ${node.nodeId.padEnd(10)} ${node.kind.padEnd(6)} ${node.healthy ? `healthy (${node.ms} ms)` : `DOWN (${'code' in node ? downReason(node) : 'ERR_INTERNAL'})`} ${node.url}`,
             );
           }
           if (persistence) lines.push('', `redis persistence: ${JSON.stringify(persistence)}`);

@@ -47,6 +47,19 @@ export type KmsNodeEvent =
   | { type: 'share.refused'; nodeId: string; code: string; shareId?: string }
   | { type: 'share.stored' | 'share.deleted'; nodeId: string; shareId: string };
 
+/** The share id the health probe reads (no share ever has it: a healthy store answers "not found"). */
+export const HEALTH_PROBE_SHARE_ID = 'kos-health-probe';
+
+/** A change of the node's store health, as `GET /v1/health` sees it (ids and codes only). */
+export interface KmsHealthChange {
+  readonly nodeId: string;
+  readonly healthy: boolean;
+  /** The code answered while unhealthy (`ERR_STORE_IO`). */
+  readonly code?: string;
+  /** Why the probe failed (the store's error message, or the timeout), for the node's log only. */
+  readonly reason?: string;
+}
+
 export interface KmsHandlerOptions {
   readonly nodeId: string;
   readonly store: ShareStore;
@@ -62,6 +75,22 @@ export interface KmsHandlerOptions {
   readonly onEvent?: (event: KmsNodeEvent) => void;
   /** Called with unexpected errors (already mapped to ERR_INTERNAL for the client). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * How `GET /v1/health` checks the store: by default a read of {@link HEALTH_PROBE_SHARE_ID}
+   * (one GET on Redis, one failed open on a file store); a function to probe otherwise (it
+   * must honour the signal); `false` to answer without touching the store.
+   */
+  readonly healthProbe?: false | ((signal: AbortSignal) => Promise<unknown>);
+  /** How long the probe may take before the node is reported unhealthy (default 2000 ms). */
+  readonly healthTimeoutMs?: number;
+  /**
+   * How long a probe's outcome answers further health requests (default 1000 ms; 0: probe on
+   * every request). Concurrent requests share one probe, so a flood of health checks costs
+   * the store at most one read per period.
+   */
+  readonly healthCacheMs?: number;
+  /** Told when the store turns unhealthy or healthy again (for the node's log). */
+  readonly onHealthChange?: (change: KmsHealthChange) => void;
 }
 
 const JSON_HEADERS = {
@@ -99,6 +128,17 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
   if (!replay || typeof replay.markOnce !== 'function') {
     throw new KosError('ERR_INVALID_OPTIONS', 'kms handler: a replay cache (markOnce) is required');
   }
+  const healthTimeoutMs = options.healthTimeoutMs ?? 2000;
+  if (!Number.isInteger(healthTimeoutMs) || healthTimeoutMs < 1 || healthTimeoutMs > 60_000) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kms handler: healthTimeoutMs must be an integer 1–60000');
+  }
+  const healthCacheMs = options.healthCacheMs ?? 1000;
+  if (!Number.isInteger(healthCacheMs) || healthCacheMs < 0 || healthCacheMs > 60_000) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kms handler: healthCacheMs must be an integer 0–60000');
+  }
+  if (options.healthProbe !== undefined && options.healthProbe !== false && typeof options.healthProbe !== 'function') {
+    throw new KosError('ERR_INVALID_OPTIONS', 'kms handler: healthProbe must be a function or false');
+  }
   const cors = new Set(options.corsOrigins ?? []);
   const clock = options.clock ?? Date.now;
   const emit = (event: KmsNodeEvent) => {
@@ -108,6 +148,60 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
       // Auditing failures are the audit layer's concern.
     }
   };
+
+  const probe =
+    options.healthProbe === false
+      ? undefined
+      : (options.healthProbe ?? ((signal: AbortSignal) => store.get(HEALTH_PROBE_SHARE_ID, { signal })));
+  type HealthOutcome = { readonly ok: true } | { readonly ok: false; readonly code: string; readonly reason: string };
+  let lastHealth: { outcome: HealthOutcome; at: number } | undefined;
+  let healthInFlight: Promise<HealthOutcome> | undefined;
+  let reportedHealthy = true;
+
+  /** One probe of the store, bounded by the timeout even if the store ignores its signal. */
+  async function runProbe(check: (signal: AbortSignal) => Promise<unknown>): Promise<HealthOutcome> {
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        controller.abort();
+        reject(new KosError('ERR_STORE_IO', `the store did not answer within ${healthTimeoutMs} ms`));
+      }, healthTimeoutMs);
+    });
+    try {
+      await Promise.race([check(controller.signal), timeout]);
+      return { ok: true };
+    } catch (error) {
+      const code = isKosError(error) && error.code.startsWith('ERR_STORE_') ? error.code : 'ERR_STORE_IO';
+      const reason = isKosError(error) ? error.message : 'unexpected error';
+      return { ok: false, code, reason };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  function health(): Promise<HealthOutcome> {
+    if (!probe) return Promise.resolve({ ok: true });
+    if (lastHealth && clock() - lastHealth.at < healthCacheMs) return Promise.resolve(lastHealth.outcome);
+    healthInFlight ??= runProbe(probe).then((outcome) => {
+      healthInFlight = undefined;
+      lastHealth = { outcome, at: clock() };
+      if (outcome.ok !== reportedHealthy) {
+        reportedHealthy = outcome.ok;
+        try {
+          options.onHealthChange?.(
+            outcome.ok
+              ? { nodeId, healthy: true }
+              : { nodeId, healthy: false, code: outcome.code, reason: outcome.reason },
+          );
+        } catch {
+          // A failing log hook must not fail the health check.
+        }
+      }
+      return outcome;
+    });
+    return healthInFlight;
+  }
 
   function corsHeaders(origin: string | undefined): Record<string, string> {
     if (!origin || !(cors.has('*') || cors.has(origin))) return {};
@@ -214,7 +308,12 @@ export function createKmsHandler(options: KmsHandlerOptions): (request: KmsReque
       }
       if (path === HEALTH_PATH) {
         if (request.method !== 'GET') throw new KosError('ERR_METHOD_NOT_ALLOWED', 'use GET');
-        return respond(200, { status: 'ok', nodeId });
+        const outcome = await health();
+        if (outcome.ok) return respond(200, { status: 'ok', nodeId });
+        // The reason stays in the node's log: this endpoint answers anyone.
+        return respond(503, {
+          error: { code: outcome.code, message: `node ${nodeId}: its share store is unavailable` },
+        });
       }
       if (!path.startsWith(SHARES_PATH)) throw new KosError('ERR_ROUTE_NOT_FOUND', 'no such route');
       let segment: string;

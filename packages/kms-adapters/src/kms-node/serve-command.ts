@@ -138,7 +138,7 @@ export function kmsServeCommand(name: string): Command {
     .addHelpText(
       'after',
       '\nRedis passwords come from the environment: KOS_REDIS_PASSWORD (the servers) and\n' +
-        'KOS_REDIS_SENTINEL_PASSWORD (the Sentinels).',
+        'KOS_REDIS_SENTINEL_PASSWORD (the Sentinels). GET /v1/health reads the store (503 ERR_STORE_IO when it is down).',
     )
     .showHelpAfterError();
   program.action(() => serve(program));
@@ -228,6 +228,12 @@ async function serve(program: Command): Promise<void> {
       : {}),
     ...(audit ? { onEvent: (event) => void audit.record(auditEventOfNode(event)).catch(() => undefined) } : {}),
     onError: (error) => console.error(JSON.stringify({ event: 'error', message: (error as Error)?.message })),
+    onHealthChange: (change) =>
+      log(
+        change.healthy
+          ? { event: 'store.healthy' }
+          : { event: 'store.unhealthy', code: change.code, reason: change.reason },
+      ),
   });
   const url = await node.listen(opts.port, opts.host);
   console.log(JSON.stringify({ event: 'listening', nodeId: opts.nodeId, url, store: opts.store }));
