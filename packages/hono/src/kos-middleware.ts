@@ -74,8 +74,21 @@ function buildResponse(
   routed: Response,
   out: { status: number; headers: Record<string, string>; body: unknown; transformed: boolean },
 ): Response {
-  const body = out.transformed ? toWireBody(out.body) : routed.body;
   const routeHeaders = routed.headers;
+  if (!out.transformed) {
+    // The route's own response goes out with KOS's headers added (its body untouched, and not
+    // read: on @hono/node-server reading it would turn a string body into a stream).
+    try {
+      for (const name in out.headers) {
+        const value = out.headers[name] as string;
+        routeHeaders.set(name, name === 'vary' ? mergeVary(routeHeaders.get('vary'), value) : value);
+      }
+      return routed;
+    } catch {
+      // Immutable headers (a fetched or Response.redirect() response): copied below.
+    }
+  }
+  const body = out.transformed ? toWireBody(out.body) : routed.body;
   if (routeHeaders.has('set-cookie')) {
     const headers = new Headers(routeHeaders);
     if (out.transformed) headers.delete('content-length');

@@ -118,53 +118,56 @@ const omitted = (value: unknown): boolean =>
  */
 export function snapshotBody(body: unknown): BodySnapshot {
   const slots: BodySlot[] = [];
-  const copy = (
-    raw: unknown,
-    key: string,
-    holder: BodySlot['holder'],
-    slot: string | number,
-    depth: number,
-  ): unknown => {
-    const value = jsonView(raw, key);
-    if (typeof value === 'bigint') {
-      throw new KosError('ERR_RESPONSE_ENVELOPE_INVALID', 'the response body holds a BigInt, which JSON cannot carry');
-    }
-    if (typeof value !== 'object' || value === null) {
-      if (isCompactEnvelope(value)) slots.push({ holder, key: slot, value });
-      return value;
-    }
-    if (depth > MAX_BODY_DEPTH) throw tooDeep();
-    const mark = slots.length;
-    let out: Record<string, unknown> | unknown[];
-    if (Array.isArray(value)) {
-      const list: unknown[] = new Array(value.length);
-      for (let i = 0; i < value.length; i++) {
-        const item = copy(value[i], String(i), list, i, depth + 1);
-        list[i] = omitted(item) ? null : item;
-      }
-      out = list;
-    } else {
-      const record: Record<string, unknown> = {};
-      const source = value as Record<string, unknown>;
-      for (const name of Object.keys(source)) {
-        const item = copy(source[name], name, record, name, depth + 1);
-        if (omitted(item)) continue;
-        // An own "__proto__" field is data (JSON.parse makes it so): keep it as an own property.
-        if (name === '__proto__')
-          Object.defineProperty(record, name, { value: item, enumerable: true, writable: true, configurable: true });
-        else record[name] = item;
-      }
-      out = record;
-    }
-    if (isEnvelopeJson(out)) {
-      // An envelope is replaced whole: nothing inside it is looked at on its own.
-      slots.length = mark;
-      slots.push({ holder, key: slot, value: out });
-    }
-    return out;
-  };
-  const root = copy(body, '', undefined, '', 0);
+  const root = snapshotValue(body, '', undefined, '', 0, slots);
   return { root, slots };
+}
+
+/** One value of `snapshotBody` (module level: no closure to allocate per body). */
+function snapshotValue(
+  raw: unknown,
+  key: string,
+  holder: BodySlot['holder'],
+  slot: string | number,
+  depth: number,
+  slots: BodySlot[],
+): unknown {
+  const value = jsonView(raw, key);
+  if (typeof value === 'bigint') {
+    throw new KosError('ERR_RESPONSE_ENVELOPE_INVALID', 'the response body holds a BigInt, which JSON cannot carry');
+  }
+  if (typeof value !== 'object' || value === null) {
+    if (isCompactEnvelope(value)) slots.push({ holder, key: slot, value });
+    return value;
+  }
+  if (depth > MAX_BODY_DEPTH) throw tooDeep();
+  const mark = slots.length;
+  let out: Record<string, unknown> | unknown[];
+  if (Array.isArray(value)) {
+    const list: unknown[] = new Array(value.length);
+    for (let i = 0; i < value.length; i++) {
+      const item = snapshotValue(value[i], String(i), list, i, depth + 1, slots);
+      list[i] = omitted(item) ? null : item;
+    }
+    out = list;
+  } else {
+    const record: Record<string, unknown> = {};
+    const source = value as Record<string, unknown>;
+    for (const name of Object.keys(source)) {
+      const item = snapshotValue(source[name], name, record, name, depth + 1, slots);
+      if (omitted(item)) continue;
+      // An own "__proto__" field is data (JSON.parse makes it so): keep it as an own property.
+      if (name === '__proto__')
+        Object.defineProperty(record, name, { value: item, enumerable: true, writable: true, configurable: true });
+      else record[name] = item;
+    }
+    out = record;
+  }
+  if (isEnvelopeJson(out)) {
+    // An envelope is replaced whole: nothing inside it is looked at on its own.
+    slots.length = mark;
+    slots.push({ holder, key: slot, value: out });
+  }
+  return out;
 }
 
 /** Puts `replacements[i]` where `snapshot.slots[i]` was, in the snapshot's own copy; returns the new root. */
