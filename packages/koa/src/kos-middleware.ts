@@ -6,6 +6,7 @@ import {
   type KosRuntimeOptions,
   readNodeBody,
   requestFromNode,
+  setNodeHeaders,
   startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
@@ -35,10 +36,8 @@ function respond(
   raw = false,
 ) {
   ctx.status = response.status;
-  const { vary, ...headers } = response.headers;
-  ctx.set(headers);
-  // Vary gains what KOS needs; what the route set stays.
-  if (vary) ctx.vary(vary);
+  // KOS's headers win; Vary gains what KOS needs and keeps what the route set.
+  setNodeHeaders(ctx.res, response.headers);
   const wire = raw ? (response.body as string) : toWireBody(response.body);
   ctx.body = typeof wire === 'string' ? wire : Buffer.from(wire.buffer, wire.byteOffset, wire.byteLength);
 }
@@ -91,9 +90,7 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
     await next();
     if (routeBody(ctx.body) === undefined && ctx.body !== undefined && ctx.body !== null) {
       // A body KOS does not read (text, stream): only the decision headers are added.
-      const { vary, ...headers } = runtime.kos.decisionHeaders(decision);
-      ctx.set(headers);
-      ctx.vary(vary as string);
+      setNodeHeaders(ctx.res, runtime.kos.decisionHeaders(decision));
       return;
     }
     const out = await runtime.kos.deliver(request, identity, decision, {
@@ -101,9 +98,7 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
       body: routeBody(ctx.body),
     });
     if (!out.transformed) {
-      const { vary, ...headers } = out.headers;
-      ctx.set(headers);
-      if (vary) ctx.vary(vary);
+      setNodeHeaders(ctx.res, out.headers);
       return;
     }
     respond(ctx, out);
