@@ -25,8 +25,14 @@ interface OtelTracer {
   startActiveSpan<T>(name: string, options: { attributes?: SpanAttributes }, fn: (span: OtelSpan) => T): T;
 }
 
+interface OtelTracerProvider {
+  /** On the API's global proxy: the registered provider, or the API's no-op one. */
+  getDelegate?(): unknown;
+}
+
 interface OtelApi {
-  trace: { getTracer(name: string, version?: string): OtelTracer };
+  trace: { getTracer(name: string, version?: string): OtelTracer; getTracerProvider(): OtelTracerProvider };
+  ProxyTracerProvider: new () => OtelTracerProvider;
 }
 
 /** `SpanStatusCode.ERROR` of the OpenTelemetry API. */
@@ -38,6 +44,9 @@ const NOOP_SPAN: KosSpan = Object.freeze({
 });
 
 let tracer: OtelTracer | undefined;
+let api: OtelApi | undefined;
+/** The API's no-op provider: what the global proxy delegates to while no SDK is registered. */
+let noopProvider: unknown;
 let loading: Promise<boolean> | undefined;
 
 /**
@@ -47,8 +56,10 @@ let loading: Promise<boolean> | undefined;
 export function loadTracing(): Promise<boolean> {
   loading ??= (async () => {
     try {
-      const api = (await import('@opentelemetry/api')) as unknown as OtelApi;
-      tracer = api.trace.getTracer('@kos/core');
+      const loaded = (await import('@opentelemetry/api')) as unknown as OtelApi;
+      noopProvider = new loaded.ProxyTracerProvider().getDelegate?.();
+      api = loaded;
+      tracer = loaded.trace.getTracer('@kos/core');
       return true;
     } catch {
       return false;
@@ -74,7 +85,10 @@ export function failSpan(span: KosSpan, code: string): void {
  */
 export function withSpan<T>(name: string, attributes: SpanAttributes, fn: (span: KosSpan) => Promise<T>): Promise<T> {
   const active = tracer;
-  if (!active) return fn(NOOP_SPAN);
+  // No API, or no SDK registered yet (the API would hand out no-op spans): skip the span work.
+  if (!active || (noopProvider !== undefined && api?.trace.getTracerProvider().getDelegate?.() === noopProvider)) {
+    return fn(NOOP_SPAN);
+  }
   return active.startActiveSpan(name, { attributes }, async (span) => {
     try {
       return await fn(span);
