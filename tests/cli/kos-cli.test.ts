@@ -26,7 +26,7 @@ const describeRedis = haveRedis ? describe : describe.skip;
 /**
  * The `kos` command end to end, against a running KOS (the Express example as its own process)
  * on Redis: init, token, clients grant, status, rotate, rewrap (with progress and a resume after
- * a kill), revoke, audit verify.
+ * a kill), keys retire / reinstate, revoke, audit verify.
  */
 describeRedis('the kos command against a running deployment', () => {
   let dir: string;
@@ -195,6 +195,44 @@ describeRedis('the kos command against a running deployment', () => {
     } finally {
       await check.close();
     }
+  });
+
+  it('keys retire: refuses the primary; retiring v1 makes the running server refuse v1 data within a second, rewrapped data still opens', {
+    timeout: 60_000,
+  }, async () => {
+    const read = async () => {
+      const response = await fetch(`${base}/records`, {
+        headers: { authorization: `Bearer ${await token('alice', 30)}` },
+      });
+      return { status: response.status, text: await response.text() };
+    };
+    // The server's record was sealed under v1 before the rotation.
+    expect(JSON.parse((await read()).text)).toEqual([expect.objectContaining({ data: { n: 1 } })]);
+    const primary = await kos('keys', 'retire', 'records', '2');
+    expect(primary.code).toBe(1);
+    expect(primary.stderr).toMatch(/kos: ERR_KEY_VERSION_STATE: records v2 is the primary version/);
+
+    const retired = await kos('--json', 'keys', 'retire', 'records', '1');
+    expect(retired.code, retired.stderr).toBe(0);
+    expect(JSON.parse(retired.stdout).keys[0]).toMatchObject({ kid: 'records', retired: [1], minDecryptVersion: 2 });
+    // The server (another process) sees the retirement within its key-record cache time (1 s).
+    await new Promise((r) => setTimeout(r, 1500));
+    const refused = await read();
+    expect(refused.text).toContain('ERR_KEY_VERSION_RETIRED');
+    // The rewrapped records (v2) still open, from a runtime of their own.
+    const check = await createKosRuntime({ config: loadKosConfigFile(config), env: {} });
+    try {
+      const line = (await readFile(join(dir, 'rewrapped.jsonl'), 'utf8')).split('\n')[0] as string;
+      const record = JSON.parse(line) as { id: string; data: unknown };
+      const opened = await check.kos.keys.open(decodeEnvelope(record.data), { dataId: record.id });
+      expect(JSON.parse(new TextDecoder().decode(opened))).toEqual({ i: 0, text: 'x'.repeat(200) });
+    } finally {
+      await check.close();
+    }
+    // Undo (the operator changed their mind): the server reads v1 again.
+    expect((await kos('keys', 'reinstate', 'records', '1')).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(JSON.parse((await read()).text)).toEqual([expect.objectContaining({ data: { n: 1 } })]);
   });
 
   it('revoke cuts the client off at the running server', async () => {
