@@ -122,6 +122,9 @@ export function toWireBody(body: unknown): string | Uint8Array {
 
 /** `Vary` with `Authorization` added to what the route set (never replacing it). */
 export function mergeVary(existing: string | undefined | null, add = 'Authorization'): string {
+  // The common cases first: nothing set yet, or exactly what KOS set before.
+  if (!existing) return add;
+  if (existing === add) return existing;
   const parts = (existing ?? '')
     .split(',')
     .map((part) => part.trim())
