@@ -165,9 +165,28 @@ describe('the runtime configuration', () => {
     return () => loadKosConfigFile(path);
   }
 
+  it('takes rotationPeriodMs and rotationCheckIntervalMs', async () => {
+    const config = (await load({ ...base, rotationPeriodMs: 7_776_000_000, rotationCheckIntervalMs: 60_000 }))();
+    expect(config.rotationPeriodMs).toBe(7_776_000_000);
+    expect(config.rotationCheckIntervalMs).toBe(60_000);
+  });
+
+  const badRotation: Array<[string, object, string]> = [
+    ['a negative period', { rotationPeriodMs: -1 }, 'rotationPeriodMs'],
+    ['a period as text', { rotationPeriodMs: '90d' }, 'rotationPeriodMs'],
+    ['a fractional period', { rotationPeriodMs: 1000.5 }, 'rotationPeriodMs'],
+    ['a period under a second', { rotationPeriodMs: 10 }, 'rotationPeriodMs'],
+    ['a zero check interval', { rotationCheckIntervalMs: 0 }, 'rotationCheckIntervalMs'],
+    ['a check interval over a day', { rotationCheckIntervalMs: 86_400_001 }, 'rotationCheckIntervalMs'],
+  ];
+  it.each(badRotation)('refuses %s', async (_name, extra, option) => {
+    const read = await load({ ...base, ...extra });
+    expect(expectKosError(read, 'ERR_INVALID_OPTIONS').details?.option).toBe(option);
+  });
+
   it('refuses an unknown top-level field in a JSON file (a typo must not pass silently), but allows $comments', async () => {
-    const typo = await load({ ...base, metdata: { kind: 'memory' } });
-    expect(expectKosError(typo, 'ERR_INVALID_OPTIONS').message).toMatch(/metdata is not a known field/);
+    const typo = await load({ ...base, rotationPeriodMS: 1000 });
+    expect(expectKosError(typo, 'ERR_INVALID_OPTIONS').message).toMatch(/rotationPeriodMS is not a known field/);
     expect((await load({ ...base, $comment: 'rotated quarterly' }))().issuer).toBe('https://kos.test');
   });
 
@@ -200,6 +219,10 @@ describe('the runtime configuration', () => {
       details: { option: 'metadata.sentinal' },
     });
     expectKosError(() => assertRuntimeOptions({ config }), 'ERR_INVALID_OPTIONS');
-    expect(() => checkRuntimeConfig({ metadata: { kind: 'memory' } })).not.toThrow();
+    expectKosError(
+      () => assertRuntimeOptions({ config: { rotationPeriodMs: Number.NaN } as KosRuntimeConfig }),
+      'ERR_INVALID_OPTIONS',
+    );
+    expect(() => checkRuntimeConfig({ rotationPeriodMs: 3_600_000 })).not.toThrow();
   });
 });

@@ -16,7 +16,12 @@ export function globalOptions(command: Command): GlobalOptions {
 /** The running KOS a command works on: `--config` / `$KOS_CONFIG`, else the embedded folder (`--dir`, `$KOS_DIR`, `.kos`). */
 export async function openRuntime(options: GlobalOptions): Promise<KosRuntime> {
   const configPath = options.config ?? process.env.KOS_CONFIG;
-  if (configPath) return createKosRuntime({ config: loadKosConfigFile(configPath), env: {} });
+  if (configPath) {
+    // A command is not a long-running instance: it never runs the in-process rotation scheduler
+    // (`kos rotate --due` is how a command rotates due keys).
+    const { rotationCheckIntervalMs: _scheduler, ...config } = loadKosConfigFile(configPath);
+    return createKosRuntime({ config, env: {} });
+  }
   return createKosRuntime({
     dir: options.dir ?? process.env.KOS_DIR ?? '.kos',
     env: { NODE_ENV: process.env.NODE_ENV },

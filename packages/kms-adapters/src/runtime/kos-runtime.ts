@@ -21,7 +21,9 @@ import {
   type KosMetrics,
   loadTracing,
   type MetadataStore,
+  type RotationScheduler,
   type ShareStore,
+  startRotationScheduler,
   type TokenIssuer,
 } from '@kos/core';
 import {
@@ -433,7 +435,22 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
     logger,
     ...(audit ? { onEvent: (event) => void audit.record(auditEventOf(event)).catch(() => undefined) } : {}),
     ...(config.systemShares ? { systemShares: config.systemShares } : {}),
+    ...(config.rotationPeriodMs !== undefined ? { rotationPeriodMs: config.rotationPeriodMs } : {}),
   });
+  // Opt-in: this instance rotates due keys itself (safe with several instances: rotation is locked).
+  const scheduler: RotationScheduler | undefined =
+    config.rotationCheckIntervalMs === undefined
+      ? undefined
+      : startRotationScheduler(keys, {
+          intervalMs: config.rotationCheckIntervalMs,
+          onRotated: (kids) => logger.info({ kids: [...kids] }, 'kos: scheduled rotation'),
+          onError: (error) =>
+            logger.warn(
+              { code: (error as { code?: unknown })?.code ?? 'ERR_INTERNAL', details: (error as KosError)?.details },
+              'kos: scheduled rotation failed',
+            ),
+        });
+  if (scheduler) closers.push(async () => scheduler.stop());
   const access: AccessControl =
     config.access && 'assertAllowed' in config.access
       ? config.access

@@ -118,6 +118,18 @@ export interface KosRuntimeConfig {
    * writes (default: silent). Nothing secret is logged: ids, codes and reasons only.
    */
   readonly logger?: KosLogger;
+  /**
+   * Scheduled rotation: a key whose primary version is older than this is due (`kos status`
+   * says so, `kos rotate --due` rotates it). Integer milliseconds, at least 1000. Default: none
+   * (keys rotate on wear-out only).
+   */
+  readonly rotationPeriodMs?: number;
+  /**
+   * When given, this instance itself looks for due keys this often and rotates them (the core
+   * `startRotationScheduler`; stopped by `close()`). Integer milliseconds, 1000–86 400 000.
+   * Default: no in-process scheduler (run `kos rotate --due` from cron instead).
+   */
+  readonly rotationCheckIntervalMs?: number;
 }
 
 /** Top-level fields of a configuration (a JSON file with any other field is refused: a typo must not pass silently). */
@@ -136,10 +148,14 @@ export const CONFIG_FIELDS: readonly string[] = [
   'audit',
   'metrics',
   'logger',
+  'rotationPeriodMs',
+  'rotationCheckIntervalMs',
 ];
 
 const NODE_KINDS = ['http', 'file', 'redis'];
 const METADATA_KINDS = ['file', 'redis', 'memory'];
+const MIN_ROTATION_PERIOD_MS = 1000;
+const MAX_CHECK_INTERVAL_MS = 86_400_000;
 
 function invalidConfig(message: string, option: string): KosError {
   return new KosError('ERR_INVALID_OPTIONS', `KOS configuration: ${message}`, { details: { option } });
@@ -149,10 +165,17 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+function checkInteger(value: unknown, option: string, min: number, max: number): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalidConfig(`${option} must be an integer number of milliseconds, ${min}–${max}`, option);
+  }
+}
+
 /**
  * Refuses configuration fields of the wrong shape before anything connects anywhere: store
  * kinds and their fields (a Redis connection: exactly one of url, sentinels + name, cluster;
- * no unknown fields), and node entries. With `strict` (a JSON file), unknown
+ * no unknown fields), node entries, the rotation settings. With `strict` (a JSON file), unknown
  * top-level fields are refused too (fields starting with `$` are comments).
  *
  * @throws KosError ERR_INVALID_OPTIONS naming the field (`details.option`).
@@ -204,6 +227,8 @@ export function checkRuntimeConfig(config: KosRuntimeConfig, options: { strict?:
     }
     if (node.kind === 'redis') checkRedisConnectionConfig(node, at, ['kind', 'nodeId', 'zone']);
   }
+  checkInteger(config.rotationPeriodMs, 'rotationPeriodMs', MIN_ROTATION_PERIOD_MS, Number.MAX_SAFE_INTEGER);
+  checkInteger(config.rotationCheckIntervalMs, 'rotationCheckIntervalMs', 1000, MAX_CHECK_INTERVAL_MS);
 }
 
 /** What a production configuration must name, for the refusal message. */
