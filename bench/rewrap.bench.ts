@@ -13,6 +13,26 @@ const args = process.argv.slice(2);
 const at = args.indexOf('--records');
 const RECORDS = at === -1 ? 100_000 : Number(args[at + 1]);
 const PAYLOAD = 1024;
+const profileAt = args.indexOf('--profile');
+/** `--profile <file>`: a CPU profile of the rewrap alone (setup and the raw baseline left out). */
+const PROFILE = profileAt === -1 ? undefined : args[profileAt + 1];
+
+async function profiled<T>(run: () => Promise<T>): Promise<T> {
+  if (!PROFILE) return run();
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  try {
+    return await run();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    await writeFile(PROFILE, JSON.stringify(profile));
+    session.disconnect();
+  }
+}
 
 function rawOpenSeal(count: number): number {
   const key = randomBytes(32);
@@ -62,7 +82,7 @@ try {
   const rawBefore = rawOpenSeal(Math.min(RECORDS, 50_000));
   const rssBefore = process.memoryUsage().rss;
   const started = performance.now();
-  const result = await rewrapRecords({ keys, input, output: join(dir, 'out.jsonl'), batchSize: 512 });
+  const result = await profiled(() => rewrapRecords({ keys, input, output: join(dir, 'out.jsonl'), batchSize: 512 }));
   const seconds = (performance.now() - started) / 1000;
   const rssAfter = process.memoryUsage().rss;
   const rawAfter = rawOpenSeal(Math.min(RECORDS, 50_000));

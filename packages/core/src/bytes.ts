@@ -18,6 +18,18 @@ type NodeBufferCtor = {
 const NodeBuffer = (globalThis as { Buffer?: NodeBufferCtor }).Buffer;
 
 export function utf8(text: string): Uint8Array {
+  // Short ASCII strings (key ids, data ids, labels) are copied directly: TextEncoder costs
+  // more per call than the copy. Anything else goes through the encoder (same bytes).
+  const length = text.length;
+  if (length <= 64) {
+    const out = new Uint8Array(length);
+    for (let i = 0; i < length; i++) {
+      const code = text.charCodeAt(i);
+      if (code > 0x7f) return encoder.encode(text);
+      out[i] = code;
+    }
+    return out;
+  }
   return encoder.encode(text);
 }
 

@@ -43,6 +43,31 @@ describe('utf8Length', () => {
   });
 });
 
+describe('utf8', () => {
+  it('gives exactly the TextEncoder bytes for any string (short ASCII has its own path)', () => {
+    const encoder = new TextEncoder();
+    const fixed = [
+      '',
+      'a',
+      'orders',
+      'x'.repeat(64),
+      'x'.repeat(65),
+      `${'x'.repeat(63)}é`,
+      'é',
+      'aé',
+      '\ud800',
+      'a\udc00b',
+    ];
+    for (const text of fixed) expect(utf8(text), JSON.stringify(text)).toEqual(encoder.encode(text));
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 80 }), fc.string({ maxLength: 80 })), (text) => {
+        expect(utf8(text)).toEqual(encoder.encode(text));
+      }),
+      { seed: 12, numRuns: 1000 },
+    );
+  });
+});
+
 describe('equalBytes', () => {
   it('compares contents, and different lengths are unequal', () => {
     expect(equalBytes(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2, 3))).toBe(true);

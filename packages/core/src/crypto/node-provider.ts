@@ -1,7 +1,9 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomFillSync } from 'node:crypto';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
 import { KosError } from '../errors.js';
 import { nobleXChaChaOpen, nobleXChaChaSeal } from './noble-provider.js';
-import type { CryptoProvider } from './provider.js';
+import type { CryptoProvider, KeyedHmacSha256 } from './provider.js';
 
 const TAG_BYTES = 16;
 
@@ -28,6 +30,38 @@ function pooledRandomBytes(length: number): Uint8Array {
   pool.fill(0, poolOffset, poolOffset + length);
   poolOffset += length;
   return out;
+}
+
+/**
+ * HMAC-SHA256 with the key's inner and outer pad states computed once: each message then costs
+ * two SHA-256 blocks in JavaScript (@noble/hashes), no OpenSSL object per call (a createHmac
+ * per 32-byte commitment costs more than the AES of a 1 KiB record). One scratch state is
+ * reused; it is zeroed by each digest, and destroy zeroes the pad states.
+ */
+interface HmacState {
+  update(data: Uint8Array): unknown;
+  digestInto(out: Uint8Array): void;
+  destroy(): void;
+  _cloneInto(to?: HmacState): HmacState;
+}
+
+function keyedHmacSha256(key: Uint8Array): KeyedHmacSha256 {
+  const keyed = hmac.create(sha256, key) as unknown as HmacState;
+  let scratch: HmacState | undefined;
+  return {
+    mac(data) {
+      const state = keyed._cloneInto(scratch);
+      scratch = state;
+      state.update(data);
+      const out = new Uint8Array(32);
+      state.digestInto(out);
+      return out;
+    },
+    destroy() {
+      keyed.destroy();
+      scratch?.destroy();
+    },
+  };
 }
 
 /**
@@ -64,6 +98,7 @@ export function createNodeCryptoProvider(): CryptoProvider {
       }
     },
     hmacSha256: (key, data) => toBytes(createHmac('sha256', key).update(data).digest()),
+    hmacSha256Keyed: keyedHmacSha256,
     sha256: (data) => toBytes(createHash('sha256').update(data).digest()),
     randomBytes: pooledRandomBytes,
   };

@@ -2,9 +2,15 @@ import type { AeadAlgorithm } from './algorithms.js';
 
 type MaybePromise<T> = T | Promise<T>;
 
+/** HMAC-SHA256 under one key, for many messages. `destroy` wipes the keyed state. */
+export interface KeyedHmacSha256 {
+  mac(data: Uint8Array): Uint8Array;
+  destroy(): void;
+}
+
 /**
  * The primitives KOS needs, so the same envelope code runs on node:crypto, WebCrypto or
- * @noble. Callers go through `aead.ts`, which enforces key and nonce sizes first.
+ * @noble. Callers check key and nonce sizes first (`aead.ts`, and `seal.ts` on its own path).
  */
 export interface CryptoProvider {
   readonly name: string;
@@ -26,5 +32,10 @@ export interface CryptoProvider {
   ): MaybePromise<Uint8Array>;
   hmacSha256(key: Uint8Array, data: Uint8Array): MaybePromise<Uint8Array>;
   sha256(data: Uint8Array): MaybePromise<Uint8Array>;
+  /**
+   * Optional: HMAC-SHA256 keyed once for many messages (the key commitments of a batch under
+   * one DEK), same output as `hmacSha256`. The caller destroys it when done.
+   */
+  hmacSha256Keyed?(key: Uint8Array): KeyedHmacSha256;
   randomBytes(length: number): Uint8Array;
 }

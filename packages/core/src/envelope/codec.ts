@@ -35,6 +35,7 @@ export interface DecodeOptions {
 }
 
 const JSON_KEYS = ['alg', 'ct', 'did', 'kc', 'kid', 'kos', 'nonce', 'ver'];
+const JSON_KEY_SET: ReadonlySet<string> = new Set(JSON_KEYS);
 
 function malformed(message: string): KosError {
   return new KosError('ERR_ENVELOPE_MALFORMED', `envelope ${message}`);
@@ -101,16 +102,28 @@ export function encodeEnvelope(envelope: Envelope, form: EnvelopeForm): Envelope
 
 /**
  * Envelopes this module built or checked. They are frozen, so re-checking one (as open after
- * decode, or rewrap, would) can be skipped.
+ * decode, or rewrap, would) can be skipped. The mark is a private field, which no other object
+ * can carry (and, unlike a WeakSet entry, costs the garbage collector nothing).
  */
-const checked = new WeakSet<Envelope>();
+class CheckedEnvelope implements Envelope {
+  readonly #checked = true;
+  readonly header: EnvelopeHeader;
+  readonly ciphertext: Uint8Array;
 
-/** Marks an envelope as checked (and freezes it, so it stays as checked). */
-export function markChecked(envelope: Envelope): Envelope {
-  Object.freeze(envelope);
-  Object.freeze(envelope.header);
-  checked.add(envelope);
-  return envelope;
+  constructor(header: EnvelopeHeader, ciphertext: Uint8Array) {
+    this.header = Object.freeze(header);
+    this.ciphertext = ciphertext;
+    Object.freeze(this);
+  }
+
+  static is(value: object): boolean {
+    return #checked in value;
+  }
+}
+
+/** A checked envelope (frozen, with its header): callers have validated the header and ciphertext. */
+export function checkedEnvelope(header: EnvelopeHeader, ciphertext: Uint8Array): Envelope {
+  return new CheckedEnvelope(header, ciphertext);
 }
 
 function decodeBinary(bytes: Uint8Array, maxBytes: number): Envelope {
@@ -119,7 +132,7 @@ function decodeBinary(bytes: Uint8Array, maxBytes: number): Envelope {
   // with the caller's buffer, which must not change while it is in use.
   const ciphertext = bytes.subarray(headerLength);
   checkCiphertext(ciphertext, header, maxBytes);
-  return markChecked({ header, ciphertext });
+  return checkedEnvelope(header, ciphertext);
 }
 
 function field(value: unknown, name: string): Uint8Array {
@@ -132,8 +145,9 @@ function field(value: unknown, name: string): Uint8Array {
 }
 
 function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope {
-  const keys = Object.keys(input).sort();
-  if (keys.length !== JSON_KEYS.length || keys.some((key, i) => key !== JSON_KEYS[i])) {
+  // Own enumerable keys are distinct, so eight of them all in the set of eight are exactly that set.
+  const keys = Object.keys(input);
+  if (keys.length !== JSON_KEYS.length || !keys.every((key) => JSON_KEY_SET.has(key))) {
     throw malformed(`must have exactly the fields ${JSON_KEYS.join(', ')}`);
   }
   if (input.kos !== ENVELOPE_VERSION) {
@@ -160,7 +174,7 @@ function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope 
   validateHeader(header);
   const ciphertext = field(input.ct, 'ct');
   checkCiphertext(ciphertext, header, maxBytes);
-  return markChecked({ header, ciphertext });
+  return checkedEnvelope(header, ciphertext);
 }
 
 function isParsedEnvelope(input: unknown): input is Envelope {
@@ -210,7 +224,7 @@ export function decodeEnvelope(input: unknown, options: DecodeOptions = {}): Env
     throw malformed('string is neither compact nor JSON form');
   }
   if (isParsedEnvelope(input)) {
-    if (checked.has(input) && input.ciphertext.length <= maxBytes) return input;
+    if (CheckedEnvelope.is(input) && input.ciphertext.length <= maxBytes) return input;
     validateHeader(input.header);
     checkCiphertext(input.ciphertext, input.header, maxBytes);
     return input;

@@ -10,7 +10,12 @@ const KCV_LABEL = utf8('KOS/v1/kcv\0');
  * keys); checking this value first means an envelope opens under one key only.
  */
 export async function keyCommitment(crypto: CryptoProvider, dek: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
-  return crypto.hmacSha256(dek, concatBytes(COMMIT_LABEL, nonce));
+  return crypto.hmacSha256(dek, commitmentMessage(nonce));
+}
+
+/** The message the key commitment authenticates: "KOS/v1/commit" || 0x00 || nonce. */
+export function commitmentMessage(nonce: Uint8Array): Uint8Array {
+  return concatBytes(COMMIT_LABEL, nonce);
 }
 
 /**

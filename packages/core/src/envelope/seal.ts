@@ -1,15 +1,14 @@
 import { equalBytes, utf8Length } from '../bytes.js';
-import { aeadOpen, aeadSeal } from '../crypto/aead.js';
 import {
   AEAD_ALGORITHMS,
   type AeadAlgorithm,
   assertAllowedAlgorithm,
   DEFAULT_ALGORITHM,
 } from '../crypto/algorithms.js';
-import type { CryptoProvider } from '../crypto/provider.js';
+import type { CryptoProvider, KeyedHmacSha256 } from '../crypto/provider.js';
 import { KosError } from '../errors.js';
-import { type Envelope, markChecked } from './codec.js';
-import { keyCommitment } from './commitment.js';
+import { checkedEnvelope, type Envelope } from './codec.js';
+import { commitmentMessage } from './commitment.js';
 import {
   ENVELOPE_VERSION,
   type EnvelopeHeader,
@@ -40,8 +39,46 @@ export interface OpenWithKeyInput {
   readonly allowedAlgorithms?: readonly AeadAlgorithm[];
 }
 
+/**
+ * A provider answer, awaited only if it is a promise: node:crypto answers at once, and an
+ * await per step (commitment, AEAD) costs more than the step on small records.
+ */
+function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown }).then === 'function';
+}
+
+/** The checks `aead.ts` makes in front of every provider: allowed algorithm, exact key and nonce sizes. */
+function assertAeadInput(alg: AeadAlgorithm, key: Uint8Array, nonce: Uint8Array): void {
+  assertAllowedAlgorithm(alg);
+  const spec = AEAD_ALGORITHMS[alg];
+  if (!(key instanceof Uint8Array) || key.length !== spec.keyBytes) {
+    throw new KosError('ERR_INVALID_KEY', `${alg} needs a ${spec.keyBytes}-byte key`);
+  }
+  if (!(nonce instanceof Uint8Array) || nonce.length !== spec.nonceBytes) {
+    throw new KosError('ERR_INVALID_ARGUMENT', `${alg} needs a ${spec.nonceBytes}-byte nonce`);
+  }
+}
+
+/** The key commitment of `nonce` under `key`, through `mac` when the caller holds one keyed with `key`. */
+function commit(
+  crypto: CryptoProvider,
+  key: Uint8Array,
+  mac: KeyedHmacSha256 | undefined,
+  nonce: Uint8Array,
+): Uint8Array | Promise<Uint8Array> {
+  return mac ? mac.mac(commitmentMessage(nonce)) : crypto.hmacSha256(key, commitmentMessage(nonce));
+}
+
 /** Encrypts under a given DEK with a fresh random nonce. Most callers want `KeyManager.seal`. */
-export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
+export function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
+  return sealWithKeyUsing(input, undefined);
+}
+
+/**
+ * `sealWithKey` for callers that seal many times under one DEK (KeyManager): `mac` must be
+ * `input.crypto.hmacSha256Keyed(input.key)`.
+ */
+export async function sealWithKeyUsing(input: SealWithKeyInput, mac: KeyedHmacSha256 | undefined): Promise<Envelope> {
   const alg = input.alg ?? DEFAULT_ALGORITHM;
   assertAllowedAlgorithm(alg);
   if (!(input.plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
@@ -54,31 +91,45 @@ export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
     throw new KosError('ERR_INVALID_KEY', `${alg} needs a 32-byte key`);
   }
   const nonce = input.crypto.randomBytes(AEAD_ALGORITHMS[alg].nonceBytes);
+  assertAeadInput(alg, input.key, nonce);
+  const commitment = commit(input.crypto, input.key, mac, nonce);
   const header: EnvelopeHeader = {
     v: ENVELOPE_VERSION,
     alg,
     kid: input.kid,
     ver: input.version,
     nonce,
-    kc: await keyCommitment(input.crypto, input.key, nonce),
+    kc: isPromise(commitment) ? await commitment : commitment,
     did: input.dataId,
   };
   validateHeader(header);
-  const ciphertext = await aeadSeal(input.crypto, alg, input.key, nonce, input.plaintext, encodeHeader(header));
-  return markChecked({ header, ciphertext });
+  const sealed = input.crypto.aeadSeal(alg, input.key, nonce, input.plaintext, encodeHeader(header));
+  return checkedEnvelope(header, isPromise(sealed) ? await sealed : sealed);
 }
 
 /**
  * Decrypts under a given DEK. The key commitment is checked in constant time before the
  * AEAD runs; every failure is ERR_DECRYPTION_FAILED with one fixed message.
  */
-export async function openWithKey(input: OpenWithKeyInput): Promise<Uint8Array> {
+export function openWithKey(input: OpenWithKeyInput): Promise<Uint8Array> {
+  return openWithKeyUsing(input, undefined);
+}
+
+/**
+ * `openWithKey` for callers that open many envelopes under one DEK (KeyManager): `mac` must
+ * be `input.crypto.hmacSha256Keyed(input.key)`.
+ */
+export async function openWithKeyUsing(input: OpenWithKeyInput, mac: KeyedHmacSha256 | undefined): Promise<Uint8Array> {
   const { header, ciphertext } = input.envelope;
   if (input.allowedAlgorithms) assertAllowedAlgorithm(header.alg, input.allowedAlgorithms);
   if (input.dataId !== undefined && input.dataId !== header.did) {
     throw new KosError('ERR_DATA_ID_MISMATCH', 'envelope belongs to another record');
   }
-  const commitment = await keyCommitment(input.crypto, input.key, header.nonce);
+  const computed = commit(input.crypto, input.key, mac, header.nonce);
+  const commitment = isPromise(computed) ? await computed : computed;
   if (!equalBytes(commitment, header.kc)) throw new KosError('ERR_DECRYPTION_FAILED', '');
-  return aeadOpen(input.crypto, header.alg, input.key, header.nonce, ciphertext, encodeHeader(header));
+  assertAeadInput(header.alg, input.key, header.nonce);
+  if (ciphertext.length < AEAD_ALGORITHMS[header.alg].tagBytes) throw new KosError('ERR_DECRYPTION_FAILED', '');
+  const opened = input.crypto.aeadOpen(header.alg, input.key, header.nonce, ciphertext, encodeHeader(header));
+  return isPromise(opened) ? await opened : opened;
 }

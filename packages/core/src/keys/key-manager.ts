@@ -7,10 +7,10 @@ import {
   DEFAULT_ALGORITHM,
 } from '../crypto/algorithms.js';
 import { createNodeCryptoProvider } from '../crypto/node-provider.js';
-import type { CryptoProvider } from '../crypto/provider.js';
+import type { CryptoProvider, KeyedHmacSha256 } from '../crypto/provider.js';
 import { decodeEnvelope, type Envelope } from '../envelope/codec.js';
 import { keyCheckValue } from '../envelope/commitment.js';
-import { openWithKey, sealWithKey } from '../envelope/seal.js';
+import { openWithKey, openWithKeyUsing, sealWithKeyUsing } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
 import {
   errorCodeOf,
@@ -104,6 +104,23 @@ export interface RotateOptions {
   readonly collectOrphans?: boolean;
   /** Only rotate if this is still the primary version (used for wear-out and schedules). */
   readonly ifPrimaryIs?: number;
+}
+
+/** Key state resolved once for a seal or a batch of rewraps. */
+interface KeyBatch {
+  /** Decryptable versions by DekCache.key(kid, version). */
+  readonly versions: Map<string, KeyVersionRecord>;
+  /** Primary version by key id. */
+  readonly primaries: Map<string, KeyVersionRecord>;
+  /** DEK copies (and an HMAC keyed with each, when the provider has one) by DekCache.key(kid, version); wiped when the batch ends. */
+  readonly deks: Map<string, BatchKey>;
+  /** Whether to key an HMAC per DEK (pays off from a few envelopes per DEK on). */
+  readonly keyedMacs: boolean;
+}
+
+interface BatchKey {
+  readonly dek: Uint8Array;
+  readonly mac: KeyedHmacSha256 | undefined;
 }
 
 const DEFAULT_MAX_OPS = 2 ** 28;
@@ -394,29 +411,12 @@ export class KeyManager {
   async seal(kid: string, plaintext: Uint8Array, options: SealOptions): Promise<Envelope> {
     assertId(kid, 'key id');
     if (!(plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const record = (await this.#loadKey(kid, false)).value;
-      const primary = this.#version(record, record.primaryVersion);
-      if (!(await this.#ops.take(kid, primary.version))) {
-        await this.#rotateLocked(kid, { reason: 'wear-out', ifPrimaryIs: primary.version });
-        continue;
-      }
-      const dek = await this.#dek(kid, primary);
-      try {
-        return await sealWithKey({
-          crypto: this.#crypto,
-          key: dek,
-          kid,
-          version: primary.version,
-          alg: primary.alg,
-          dataId: options.dataId,
-          plaintext,
-        });
-      } finally {
-        wipe(dek);
-      }
+    const batch = this.#newBatch(false);
+    try {
+      return await this.#sealPrimary(batch, kid, plaintext, options.dataId);
+    } finally {
+      this.#endBatch(batch);
     }
-    throw new KosError('ERR_ROTATION_FAILED', 'the primary version stayed worn out after rotation');
   }
 
   /**
@@ -439,13 +439,119 @@ export class KeyManager {
 
   /** Re-encrypts an envelope under the primary version of its key. */
   async rewrap(input: unknown, options: OpenOptions = {}): Promise<Envelope> {
-    const envelope = this.decode(input);
-    const plaintext = await this.open(envelope, options);
+    const [rewrapped] = await this.#rewrapAll([this.decode(input)], options.dataId);
+    return rewrapped as Envelope;
+  }
+
+  /**
+   * Re-encrypts many envelopes (any forms) under the primary versions of their keys, in order.
+   * Each gets every check `rewrap` makes — decryptable version, algorithm, key commitment and
+   * AAD on open; one operation counted per seal, with rotation on wear-out — but key records
+   * and DEKs are looked up once per key version for the whole batch (in parallel), and the
+   * DEK copies are wiped when the batch ends. The first failure rejects the batch.
+   */
+  async rewrapMany(inputs: readonly unknown[]): Promise<Envelope[]> {
+    return this.#rewrapAll(
+      inputs.map((input) => this.decode(input)),
+      undefined,
+    );
+  }
+
+  async #rewrapAll(envelopes: readonly Envelope[], dataId: string | undefined): Promise<Envelope[]> {
+    const batch = this.#newBatch(envelopes.length > 1);
     try {
-      return await this.seal(envelope.header.kid, plaintext, { dataId: envelope.header.did });
+      // Everything the batch needs that is not cached, fetched concurrently up front.
+      const wanted = new Map<string, Promise<unknown>>();
+      for (const { header } of envelopes) {
+        const versionKey = DekCache.key(header.kid, header.ver);
+        if (!wanted.has(versionKey)) {
+          wanted.set(
+            versionKey,
+            this.#decryptableVersion(header.kid, header.ver).then(async (version) => {
+              batch.versions.set(versionKey, version);
+              if (version.alg === header.alg) await this.#batchDek(batch, header.kid, version);
+            }),
+          );
+        }
+        if (!wanted.has(header.kid)) wanted.set(header.kid, this.#batchPrimary(batch, header.kid));
+      }
+      // Settled, not Promise.all: nothing may still be adding DEKs to the batch once it ends.
+      for (const result of await Promise.allSettled(wanted.values())) {
+        if (result.status === 'rejected') throw result.reason;
+      }
+      const out: Envelope[] = [];
+      for (const envelope of envelopes) {
+        const { kid, ver, alg, did } = envelope.header;
+        const versionKey = DekCache.key(kid, ver);
+        const version = batch.versions.get(versionKey) as KeyVersionRecord;
+        if (version.alg !== alg) throw new KosError('ERR_DECRYPTION_FAILED', '');
+        const { dek, mac } = batch.deks.get(versionKey) ?? (await this.#batchDek(batch, kid, version));
+        const plaintext = await openWithKeyUsing({ crypto: this.#crypto, key: dek, envelope, dataId }, mac);
+        try {
+          out.push(await this.#sealPrimary(batch, kid, plaintext, did));
+        } finally {
+          wipe(plaintext);
+        }
+      }
+      return out;
     } finally {
-      wipe(plaintext);
+      this.#endBatch(batch);
     }
+  }
+
+  /** Key state held for one seal, rewrap or batch of rewraps; its DEK copies are wiped by #endBatch. */
+  #newBatch(keyedMacs: boolean): KeyBatch {
+    return { versions: new Map(), primaries: new Map(), deks: new Map(), keyedMacs };
+  }
+
+  #endBatch(batch: KeyBatch): void {
+    for (const { dek, mac } of batch.deks.values()) {
+      mac?.destroy();
+      wipe(dek);
+    }
+    batch.deks.clear();
+  }
+
+  async #batchDek(batch: KeyBatch, kid: string, version: KeyVersionRecord): Promise<BatchKey> {
+    const key = DekCache.key(kid, version.version);
+    const held = batch.deks.get(key);
+    if (held) return held;
+    const dek = await this.#dek(kid, version);
+    const raced = batch.deks.get(key);
+    if (raced) {
+      wipe(dek);
+      return raced;
+    }
+    const entry: BatchKey = { dek, mac: batch.keyedMacs ? this.#crypto.hmacSha256Keyed?.(dek) : undefined };
+    batch.deks.set(key, entry);
+    return entry;
+  }
+
+  async #batchPrimary(batch: KeyBatch, kid: string): Promise<KeyVersionRecord> {
+    const record = (await this.#loadKey(kid, false)).value;
+    const primary = this.#version(record, record.primaryVersion);
+    batch.primaries.set(kid, primary);
+    await this.#batchDek(batch, kid, primary);
+    return primary;
+  }
+
+  /** Seals under the key's primary version, taking one operation (rotating first if the version is worn out). */
+  async #sealPrimary(batch: KeyBatch, kid: string, plaintext: Uint8Array, dataId: string): Promise<Envelope> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const primary = batch.primaries.get(kid) ?? (await this.#batchPrimary(batch, kid));
+      if (!(await this.#ops.take(kid, primary.version))) {
+        await this.#rotateLocked(kid, { reason: 'wear-out', ifPrimaryIs: primary.version });
+        batch.primaries.delete(kid);
+        continue;
+      }
+      const { dek, mac } =
+        batch.deks.get(DekCache.key(kid, primary.version)) ?? (await this.#batchDek(batch, kid, primary));
+      return sealWithKeyUsing(
+        { crypto: this.#crypto, key: dek, kid, version: primary.version, alg: primary.alg, dataId, plaintext },
+        mac,
+      );
+    }
+    throw new KosError('ERR_ROTATION_FAILED', 'the primary version stayed worn out after rotation');
   }
 
   /** Parses an envelope with this manager's size limit. */
