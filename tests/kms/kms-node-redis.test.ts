@@ -302,6 +302,13 @@ describeRedis('health of a Redis-backed node whose Redis stops (GET /v1/health, 
     await vi.waitFor(async () => expect((await health(node)).status).toBe(200), { timeout: 20_000, interval: 200 });
     await vi.waitFor(async () => expect((await mountedHealth()).status).toBe(200), { timeout: 20_000, interval: 200 });
     expect(node.stderr.some((line) => line.includes('"event":"store.healthy"'))).toBe(true);
+    // The connection itself: lost once, back once, named by host and port only.
+    const redisEvents = node.stderr.filter((line) => line.includes('"event":"redis.'));
+    expect(redisEvents.map((line) => (JSON.parse(line) as { event: string }).event)).toEqual([
+      'redis.down',
+      'redis.up',
+    ]);
+    expect(redisEvents[0]).toContain(`redis://127.0.0.1:${redis.port} unreachable`);
     expect((await kos('--json', 'status')).code).toBe(0);
   });
 });
