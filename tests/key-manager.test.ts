@@ -1,5 +1,7 @@
 import {
   createAccessControl,
+  createNodeCryptoProvider,
+  encodeEnvelope,
   isKosError,
   KeyManager,
   type KeyManagerEvent,
@@ -58,6 +60,55 @@ describe('the key registry', () => {
     const envelope = await keys.seal('orders', utf8('x'), { dataId: 'd' });
     const { encodeEnvelope } = await import('@kos/core');
     await expectKosError(() => keys.open({ ...encodeEnvelope(envelope, 'json'), ver: 9 }), 'ERR_KEY_VERSION_NOT_FOUND');
+  });
+});
+
+describe('key commitments on open', () => {
+  /** The node provider, counting key-commitment HMACs (the KCV at rotation is one too). */
+  function countingCrypto() {
+    const inner = createNodeCryptoProvider();
+    const counter = { hmacs: 0 };
+    const crypto = {
+      ...inner,
+      hmacSha256: (key: Uint8Array, data: Uint8Array) => {
+        counter.hmacs += 1;
+        return inner.hmacSha256(key, data);
+      },
+    };
+    delete (crypto as { hmacSha256Keyed?: unknown }).hmacSha256Keyed;
+    return { crypto, counter };
+  }
+
+  it('verifies a commitment once per key version, nonce and value, and every other one in full', async () => {
+    const { crypto, counter } = countingCrypto();
+    const { keys } = setup({ crypto });
+    await keys.createKey('orders');
+    const envelope = await keys.seal('orders', utf8('{"n":1}'), { dataId: 'o1' });
+    const json = encodeEnvelope(envelope, 'json');
+
+    counter.hmacs = 0;
+    expect(text(await keys.open(json))).toBe('{"n":1}');
+    expect(counter.hmacs).toBe(1);
+    // The same envelope again: the verified commitment is remembered.
+    expect(text(await keys.open(json))).toBe('{"n":1}');
+    expect(counter.hmacs).toBe(1);
+
+    // Same nonce, another commitment value: computed again, and refused.
+    const otherKc = `${json.kc.slice(0, -2)}${json.kc.endsWith('AA') ? 'AQ' : 'AA'}`;
+    await expectKosError(() => keys.open({ ...json, kc: otherKc }), 'ERR_DECRYPTION_FAILED');
+    expect(counter.hmacs).toBe(2);
+
+    // Same nonce and commitment presented as another key version: computed under that
+    // version's DEK, and refused.
+    await keys.rotate('orders');
+    counter.hmacs = 0;
+    await expectKosError(() => keys.open({ ...json, ver: 2 }), 'ERR_DECRYPTION_FAILED');
+    expect(counter.hmacs).toBe(1);
+
+    // A tampered ciphertext with the remembered nonce and commitment still fails (AEAD).
+    const ct = Buffer.from(json.ct, 'base64url');
+    ct[0] = (ct[0] as number) ^ 1;
+    await expectKosError(() => keys.open({ ...json, ct: ct.toString('base64url') }), 'ERR_DECRYPTION_FAILED');
   });
 });
 

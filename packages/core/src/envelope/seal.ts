@@ -119,15 +119,23 @@ export function openWithKey(input: OpenWithKeyInput): Promise<Uint8Array> {
  * `openWithKey` for callers that open many envelopes under one DEK (KeyManager): `mac` must
  * be `input.crypto.hmacSha256Keyed(input.key)`.
  */
-export async function openWithKeyUsing(input: OpenWithKeyInput, mac: KeyedHmacSha256 | undefined): Promise<Uint8Array> {
+export async function openWithKeyUsing(
+  input: OpenWithKeyInput,
+  mac: KeyedHmacSha256 | undefined,
+  commitmentVerified = false,
+): Promise<Uint8Array> {
   const { header, ciphertext } = input.envelope;
   if (input.allowedAlgorithms) assertAllowedAlgorithm(header.alg, input.allowedAlgorithms);
   if (input.dataId !== undefined && input.dataId !== header.did) {
     throw new KosError('ERR_DATA_ID_MISMATCH', 'envelope belongs to another record');
   }
-  const computed = commit(input.crypto, input.key, mac, header.nonce);
-  const commitment = isPromise(computed) ? await computed : computed;
-  if (!equalBytes(commitment, header.kc)) throw new KosError('ERR_DECRYPTION_FAILED', '');
+  // `commitmentVerified`: the caller (KeyManager) checked this nonce and commitment under this
+  // very key before and remembers it; the fact cannot change, as a version's DEK never does.
+  if (!commitmentVerified) {
+    const computed = commit(input.crypto, input.key, mac, header.nonce);
+    const commitment = isPromise(computed) ? await computed : computed;
+    if (!equalBytes(commitment, header.kc)) throw new KosError('ERR_DECRYPTION_FAILED', '');
+  }
   assertAeadInput(header.alg, input.key, header.nonce);
   if (ciphertext.length < AEAD_ALGORITHMS[header.alg].tagBytes) throw new KosError('ERR_DECRYPTION_FAILED', '');
   const opened = input.crypto.aeadOpen(header.alg, input.key, header.nonce, ciphertext, encodeHeader(header));

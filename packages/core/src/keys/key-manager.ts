@@ -10,7 +10,7 @@ import { createNodeCryptoProvider } from '../crypto/node-provider.js';
 import type { CryptoProvider, KeyedHmacSha256 } from '../crypto/provider.js';
 import { decodeEnvelope, type Envelope } from '../envelope/codec.js';
 import { keyCheckValue } from '../envelope/commitment.js';
-import { openWithKey, openWithKeyUsing, sealWithKeyUsing } from '../envelope/seal.js';
+import { openWithKeyUsing, sealWithKeyUsing } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
 import {
   errorCodeOf,
@@ -171,6 +171,8 @@ export class KeyManager {
   readonly #ops: OpCounter;
   readonly #records = new Map<string, { value: Revisioned<KeyRecord>; readAt: number }>();
   readonly #rebuilding = new Map<string, Promise<Uint8Array>>();
+  /** Key commitments verified by `open` (key-check value, nonce, commitment), bounded. */
+  readonly #verifiedCommitments = new LRUCache<string, true>({ max: 10_000 });
   /**
    * Client share sets recently provisioned or found here, so a medium-tier response costs no
    * metadata lookup. Another instance's revocation is seen after at most the TTL; until then
@@ -430,8 +432,19 @@ export class KeyManager {
     const version = await this.#decryptableVersion(kid, ver);
     if (version.alg !== alg) throw new KosError('ERR_DECRYPTION_FAILED', '');
     const dek = await this.#dek(kid, version);
+    // A hot record is opened again and again: its key commitment, once verified under this
+    // version's DEK (named by its key-check value), is remembered rather than recomputed.
+    const commitmentKey = `${version.kcv}\u0000${toBase64url(envelope.header.nonce)}\u0000${toBase64url(envelope.header.kc)}`;
+    const verified = this.#verifiedCommitments.has(commitmentKey);
     try {
-      return await openWithKey({ crypto: this.#crypto, key: dek, envelope, dataId: options.dataId });
+      const plaintext = await openWithKeyUsing(
+        { crypto: this.#crypto, key: dek, envelope, dataId: options.dataId },
+        undefined,
+        verified,
+      );
+      // Remembered only after a whole successful open.
+      if (!verified) this.#verifiedCommitments.set(commitmentKey, true);
+      return plaintext;
     } finally {
       wipe(dek);
     }
@@ -675,6 +688,7 @@ export class KeyManager {
   /** Drops cached DEKs (they are zeroed). */
   clearCache(): void {
     this.#cache.clear();
+    this.#verifiedCommitments.clear();
     this.#records.clear();
     this.#clientSets.clear();
   }
