@@ -112,6 +112,25 @@ describe('key commitments on open', () => {
   });
 });
 
+describe('retirement', () => {
+  it('never lowers the minimum decryption version when retiring, whatever the order of concurrent calls', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    for (let i = 0; i < 3; i++) await keys.rotate('orders');
+    // Two operators at once: one retires below 4, the other below 2.
+    await Promise.all([
+      keys.setMinDecryptVersion('orders', 4, { onlyRaise: true }),
+      keys.setMinDecryptVersion('orders', 2, { onlyRaise: true }),
+    ]);
+    expect((await keys.getKey('orders')).minDecryptVersion).toBe(4);
+    await keys.setMinDecryptVersion('orders', 2, { onlyRaise: true });
+    expect((await keys.getKey('orders')).minDecryptVersion).toBe(4);
+    // Without onlyRaise (reinstating) it may go down.
+    await keys.setMinDecryptVersion('orders', 2);
+    expect((await keys.getKey('orders')).minDecryptVersion).toBe(2);
+  });
+});
+
 describe('rotation', () => {
   it('makes a fresh DEK: old envelopes still open, new ones use the new version', async () => {
     const { keys, events } = setup();

@@ -362,14 +362,22 @@ export class KeyManager {
   /**
    * Sets the minimum decryption version: versions below it are retired (refused with
    * ERR_KEY_VERSION_RETIRED); retired versions at or above it decrypt again. The primary
-   * version can never be retired.
+   * version can never be retired. With `onlyRaise` (retirement) a minimum at or below the
+   * current one changes nothing, checked against the record being replaced.
    */
-  async setMinDecryptVersion(kid: string, minVersion: number): Promise<KeyRecord> {
+  async setMinDecryptVersion(
+    kid: string,
+    minVersion: number,
+    options: { readonly onlyRaise?: boolean } = {},
+  ): Promise<KeyRecord> {
     assertId(kid, 'key id');
     return this.#updateKey(kid, (record) => {
       if (!Number.isInteger(minVersion) || minVersion < 1 || minVersion > record.primaryVersion) {
         throw new KosError('ERR_INVALID_ARGUMENT', 'minimum decryption version must be between 1 and the primary');
       }
+      // Retiring never lowers the minimum, decided on the record being replaced (a concurrent
+      // retirement to a higher version wins whatever the order).
+      if (options.onlyRaise && minVersion <= record.minDecryptVersion) return record;
       const versions = record.versions.map((entry): KeyVersionRecord => {
         if (entry.state === 'destroyed' || entry.state === 'active') return entry;
         return { ...entry, state: entry.version < minVersion ? 'retired' : 'decrypt-only' };
@@ -377,7 +385,7 @@ export class KeyManager {
       return { ...record, minDecryptVersion: minVersion, versions };
     }).then((record) => {
       for (const entry of record.versions) if (entry.state === 'retired') this.#cache.delete(kid, entry.version);
-      this.#emit({ type: 'key.versions-retired', kid, minDecryptVersion: minVersion });
+      this.#emit({ type: 'key.versions-retired', kid, minDecryptVersion: record.minDecryptVersion });
       return record;
     });
   }

@@ -78,7 +78,7 @@ async function retireKey(
     };
   }
   let after = before;
-  if (minimum > before.minDecryptVersion) after = await keys.setMinDecryptVersion(kid, minimum);
+  if (minimum > before.minDecryptVersion) after = await keys.setMinDecryptVersion(kid, minimum, { onlyRaise: true });
   const destroyed: number[] = [];
   for (const version of toDestroy) {
     after = await keys.destroyVersion(kid, version);
