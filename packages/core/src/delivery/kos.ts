@@ -424,11 +424,14 @@ export function createKos(options: KosOptions): Kos {
     span: KosSpan,
   ): Promise<KosHttpResponse> {
     const headers = kos.decisionHeaders(decision);
-    const secretHeaders =
-      decision.tier === 'low' ? headers : { ...headers, 'cache-control': 'no-store', pragma: 'no-cache' };
+    /** The headers of a shaped response: key material (high, medium) is never stored by caches. */
+    const shapedHeaders = (contentType: string): Record<string, string> =>
+      decision.tier === 'low'
+        ? { ...headers, 'content-type': contentType }
+        : { ...headers, 'cache-control': 'no-store', pragma: 'no-cache', 'content-type': contentType };
     try {
-      const memos = { high: new Map(), medium: new Map() };
       if (isBinaryEnvelope(response.body)) {
+        const memos = { high: new Map(), medium: new Map() };
         const envelope = parseAll([response.body])[0] as Envelope;
         span.setAttribute('kos.kids', [envelope.header.kid]);
         span.setAttribute('kos.envelopes', 1);
@@ -438,7 +441,7 @@ export function createKos(options: KosOptions): Kos {
           await recordRelease(decision, [envelope.header.kid], memos.medium);
           return {
             status: response.status,
-            headers: { ...secretHeaders, 'content-type': 'application/octet-stream' },
+            headers: shapedHeaders('application/octet-stream'),
             body: plaintext,
             transformed: true,
           };
@@ -447,7 +450,7 @@ export function createKos(options: KosOptions): Kos {
         await recordRelease(decision, [envelope.header.kid], memos.medium);
         return {
           status: response.status,
-          headers: { ...secretHeaders, 'content-type': JSON_TYPE },
+          headers: shapedHeaders(JSON_TYPE),
           body: item,
           transformed: true,
         };
@@ -461,6 +464,7 @@ export function createKos(options: KosOptions): Kos {
       span.setAttribute('kos.kids', kids);
       span.setAttribute('kos.envelopes', envelopes.length);
       for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
+      const memos = { high: new Map(), medium: new Map() };
       const shaped = await Promise.all(
         slots.map((slot, i) => shapeOne(slot.value, envelopes[i] as Envelope, request, identity, decision, memos)),
       );
@@ -468,7 +472,7 @@ export function createKos(options: KosOptions): Kos {
       await recordRelease(decision, kids, memos.medium);
       return {
         status: response.status,
-        headers: { ...secretHeaders, 'content-type': JSON_TYPE },
+        headers: shapedHeaders(JSON_TYPE),
         body,
         transformed: true,
       };
