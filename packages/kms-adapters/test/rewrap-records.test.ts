@@ -221,10 +221,13 @@ describe('rewrapRecords on a JSON-lines file', () => {
       value: fc.oneof(
         { depthSize: 'small', withCrossShrink: true },
         fc.jsonValue({ maxDepth: 2 }),
+        // Any UTF-16 text (lone surrogates included), short and long, in values and keys.
+        fc.jsonValue({ maxDepth: 2, stringUnit: 'binary' }),
+        fc.string({ unit: 'binary', minLength: 30, maxLength: 80 }),
         fc.constant(json),
         fc.constant(compact),
         fc.array(tie('value'), { maxLength: 4 }),
-        fc.dictionary(fc.string({ maxLength: 6 }), tie('value'), { maxKeys: 4 }),
+        fc.dictionary(fc.string({ maxLength: 6, unit: 'binary' }), tie('value'), { maxKeys: 4 }),
       ),
     })).value;
     let run = 0;
@@ -242,6 +245,28 @@ describe('rewrapRecords on a JSON-lines file', () => {
       }),
       { seed: 42, numRuns: 60 },
     );
+  });
+
+  it('reads lines and batches larger than its read buffers (1 MiB, reused)', async () => {
+    const keys = newKeys();
+    await keys.createKey('records');
+    const lines: string[] = [];
+    for (let i = 0; i < 24; i++) {
+      const envelope = await sealed(keys, 'records', `v${i}`, `big-${i}`);
+      // 300 kB of text per record (one batch spans many buffers), and one line of 2.5 MB.
+      const size = i === 11 ? 2_500_000 : 300_000;
+      const text = String.fromCharCode(97 + (i % 26)).repeat(size);
+      lines.push(JSON.stringify({ id: `big-${i}`, text, data: encodeEnvelope(envelope, 'json') }));
+    }
+    const input = join(dir, 'in.jsonl');
+    await writeFile(input, `${lines.join('\n')}\n`);
+    await keys.rotate('records');
+    for (const batchSize of [1000, 5]) {
+      const output = join(dir, `out-${batchSize}.jsonl`);
+      const result = await rewrapRecords({ keys, input, output, batchSize });
+      expect(result).toMatchObject({ records: 24, envelopes: 24 });
+      await expectAllRewrapped(keys, lines, output);
+    }
   });
 
   it('names the line that is not JSON', async () => {
