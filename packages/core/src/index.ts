@@ -63,6 +63,7 @@ export {
   type EnvelopeForm,
   type EnvelopeJson,
   encodeEnvelope,
+  encodeEnvelopeJsonText,
   isCompactEnvelope,
   isEnvelopeJson,
 } from './envelope/codec.js';

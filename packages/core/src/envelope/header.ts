@@ -60,33 +60,43 @@ export function validateHeader(header: EnvelopeHeader): void {
   if (didLength < 1 || didLength > MAX_DATA_ID_BYTES) throw malformed('data id is invalid');
 }
 
+/** Writes `text` (whose UTF-8 length is `length`) as UTF-8 at `at`; returns the offset after it. */
+function writeUtf8(text: string, length: number, out: Uint8Array, at: number): number {
+  if (length === text.length) {
+    // As many bytes as UTF-16 units: all ASCII.
+    for (let i = 0; i < length; i++) out[at + i] = text.charCodeAt(i);
+  } else {
+    out.set(utf8(text), at);
+  }
+  return at + length;
+}
+
 /** The canonical header bytes: the AEAD associated data and the prefix of the binary form. */
 export function encodeHeader(header: EnvelopeHeader): Uint8Array {
-  const kid = utf8(header.kid);
-  const did = utf8(header.did);
-  const out = new Uint8Array(
-    3 + 1 + 1 + 1 + kid.length + 4 + 1 + header.nonce.length + 1 + header.kc.length + 2 + did.length,
-  );
-  const view = new DataView(out.buffer);
-  let at = 0;
-  out.set(ENVELOPE_MAGIC, at);
-  at += 3;
-  out[at++] = header.v;
-  out[at++] = AEAD_ALGORITHMS[header.alg].id;
-  out[at++] = kid.length;
-  out.set(kid, at);
-  at += kid.length;
-  view.setUint32(at, header.ver, false);
-  at += 4;
-  out[at++] = header.nonce.length;
-  out.set(header.nonce, at);
-  at += header.nonce.length;
-  out[at++] = header.kc.length;
-  out.set(header.kc, at);
-  at += header.kc.length;
-  view.setUint16(at, did.length, false);
-  at += 2;
-  out.set(did, at);
+  // Byte by byte into one array (it runs twice per rewrap; a DataView and temporary arrays cost
+  // more than the bytes). Integers are big-endian and wrap exactly as DataView's setters do.
+  const { kid, did, nonce, kc, ver } = header;
+  const kidLength = utf8Length(kid);
+  const didLength = utf8Length(did);
+  const out = new Uint8Array(3 + 1 + 1 + 1 + kidLength + 4 + 1 + nonce.length + 1 + kc.length + 2 + didLength);
+  out[0] = 0x4b; // "KOS"
+  out[1] = 0x4f;
+  out[2] = 0x53;
+  out[3] = header.v;
+  out[4] = AEAD_ALGORITHMS[header.alg].id;
+  out[5] = kidLength;
+  let at = writeUtf8(kid, kidLength, out, 6);
+  out[at++] = ver >>> 24;
+  out[at++] = ver >>> 16;
+  out[at++] = ver >>> 8;
+  out[at++] = ver;
+  out[at++] = nonce.length;
+  for (let i = 0; i < nonce.length; i++) out[at++] = nonce[i] as number;
+  out[at++] = kc.length;
+  for (let i = 0; i < kc.length; i++) out[at++] = kc[i] as number;
+  out[at++] = didLength >>> 8;
+  out[at++] = didLength;
+  writeUtf8(did, didLength, out, at);
   return out;
 }
 

@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import {
   type Envelope,
   encodeEnvelope,
+  encodeEnvelopeJsonText,
   findEnvelopes,
   isCompactEnvelope,
   isEnvelopeJson,
@@ -265,27 +266,10 @@ class JsonOutput {
     this.#buffer[this.#size++] = QUOTE;
   }
 
-  /**
-   * A rewrapped envelope, exactly as JSON.stringify writes its JSON form (or its compact
-   * string), except that the base64url fields are copied rather than passed through
-   * JSON.stringify, which checks each character of a 1.4 KB ciphertext (several µs on Node 20).
-   */
+  /** A rewrapped envelope, exactly as JSON.stringify writes its JSON form (or its compact string). */
   envelope(envelope: Envelope, compact: boolean): void {
-    if (compact) {
-      this.base64url(encodeEnvelope(envelope, 'compact'));
-      return;
-    }
-    this.byte(0x7b);
-    let first = true;
-    for (const [key, value] of Object.entries(encodeEnvelope(envelope, 'json'))) {
-      if (!first) this.byte(COMMA);
-      first = false;
-      this.text(JSON.stringify(key));
-      this.byte(COLON);
-      if (key === 'ct' || key === 'nonce' || key === 'kc') this.base64url(value as string);
-      else this.text(JSON.stringify(value));
-    }
-    this.byte(0x7d);
+    if (compact) this.base64url(encodeEnvelope(envelope, 'compact'));
+    else this.text(encodeEnvelopeJsonText(envelope));
   }
 
   /**
