@@ -1,12 +1,12 @@
 import type { EnvelopeJson, Identity, KosDecision } from '@kos/core';
 import {
   assertRuntimeOptions,
-  createKosRuntime,
   type KosRuntime,
   type KosRuntimeOptions,
   readNodeBody,
   requestFromNode,
   setNodeHeaders,
+  startRuntime,
   startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
@@ -47,15 +47,18 @@ function send(
  */
 export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMiddleware {
   assertRuntimeOptions(options);
-  const ready = Promise.resolve(options.runtime ?? createKosRuntime(options));
-  ready.catch(() => undefined);
+  const started = startRuntime(options);
+  const { ready } = started;
 
   const middleware = async function kosExpress(req: Request, res: Response, next: NextFunction): Promise<void> {
-    let runtime: KosRuntime;
-    try {
-      runtime = await ready;
-    } catch (error) {
-      return send(res, startupFailure(error));
+    // Once started, requests go straight on (no wait on the start-up promise).
+    let runtime: KosRuntime | undefined = started.current;
+    if (!runtime) {
+      try {
+        runtime = await ready;
+      } catch (error) {
+        return send(res, startupFailure(error));
+      }
     }
     const request = requestFromNode(req, req.protocol, req.originalUrl);
     if (req.path.startsWith(`${runtime.mountPrefix}/`)) {

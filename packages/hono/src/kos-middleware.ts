@@ -10,13 +10,13 @@ import {
 } from '@kos/core';
 import {
   assertRuntimeOptions,
-  createKosRuntime,
   type KosRuntime,
   type KosRuntimeOptions,
   mergeVary,
   type PlainRequest,
   plainHeaders,
   requestFromWeb,
+  startRuntime,
   startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
@@ -115,15 +115,18 @@ function buildResponse(
  */
 export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddleware {
   assertRuntimeOptions(options);
-  const ready = Promise.resolve(options.runtime ?? createKosRuntime(options));
-  ready.catch(() => undefined);
+  const started = startRuntime(options);
+  const { ready } = started;
 
   const middleware: MiddlewareHandler<{ Variables: KosVariables }> = async function kosHono(c, next) {
-    let runtime: KosRuntime;
-    try {
-      runtime = await ready;
-    } catch (error) {
-      return toResponse(startupFailure(error));
+    // Once started, requests go straight on (no wait on the start-up promise).
+    let runtime: KosRuntime | undefined = started.current;
+    if (!runtime) {
+      try {
+        runtime = await ready;
+      } catch (error) {
+        return toResponse(startupFailure(error));
+      }
     }
     // On @hono/node-server the Node request is at hand: its headers are read as they are,
     // without building a Web Headers object.

@@ -78,3 +78,4 @@ export type {
   NodeConfig,
   PrometheusRuntimeConfig,
 } from './runtime/runtime-config.js';
+export { type StartingRuntime, startRuntime } from './runtime/start-runtime.js';

@@ -1,12 +1,12 @@
 import type { EnvelopeJson, Identity, KosDecision } from '@kos/core';
 import {
   assertRuntimeOptions,
-  createKosRuntime,
   type KosRuntime,
   type KosRuntimeOptions,
   readNodeBody,
   requestFromNode,
   setNodeHeaders,
+  startRuntime,
   startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
@@ -60,15 +60,18 @@ function routeBody(body: unknown): unknown {
  */
 export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddleware {
   assertRuntimeOptions(options);
-  const ready = Promise.resolve(options.runtime ?? createKosRuntime(options));
-  ready.catch(() => undefined);
+  const started = startRuntime(options);
+  const { ready } = started;
 
   const middleware = async function kosKoa(ctx: Context, next: Next): Promise<void> {
-    let runtime: KosRuntime;
-    try {
-      runtime = await ready;
-    } catch (error) {
-      return respond(ctx, startupFailure(error));
+    // Once started, requests go straight on (no wait on the start-up promise).
+    let runtime: KosRuntime | undefined = started.current;
+    if (!runtime) {
+      try {
+        runtime = await ready;
+      } catch (error) {
+        return respond(ctx, startupFailure(error));
+      }
     }
     const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
     if (ctx.path.startsWith(`${runtime.mountPrefix}/`)) {

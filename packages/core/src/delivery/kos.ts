@@ -169,9 +169,14 @@ export function createKos(options: KosOptions): Kos {
   const withoutSets = new Map<string, number>();
   const SETS_CHECK_TTL_MS = 60_000;
 
-  async function dropSetsIfAny(clientId: string): Promise<void> {
+  /** Deletes the client's share sets unless it is known to hold none (then: nothing to wait for). */
+  function dropSetsIfAny(clientId: string): Promise<void> | undefined {
     const checked = withoutSets.get(clientId);
-    if (checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS) return;
+    if (checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS) return undefined;
+    return dropSets(clientId);
+  }
+
+  async function dropSets(clientId: string): Promise<void> {
     forgetReferences(clientId);
     try {
       await keys.deleteClientSets(clientId);
@@ -508,7 +513,10 @@ export function createKos(options: KosOptions): Kos {
         const decision: KosDecision = { clientId: identity.clientId, ...tierDecision };
         // Out of medium: the client's share sets go now, whatever the route answers (a 404, a
         // redirect, text), so its outstanding grants stop working.
-        if (decision.tier !== 'medium') await dropSetsIfAny(decision.clientId);
+        if (decision.tier !== 'medium') {
+          const dropping = dropSetsIfAny(decision.clientId);
+          if (dropping) await dropping;
+        }
         if (audit) await record({ type: 'decision', outcome: 'ok', ...decisionFacts(decision) });
         metrics.decision(decision.tier);
         return { decision, identity };
