@@ -1,4 +1,4 @@
-import { createAccessControl, decodeEnvelope, encodeEnvelope, utf8 } from '@kos/core';
+import { createAccessControl, decodeEnvelope, encodeEnvelope, KosError, utf8 } from '@kos/core';
 import { createKosRuntime, createMemoryMetadataStore, type KosRuntime } from '@kos/kms-adapters';
 import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import request from 'supertest';
@@ -338,6 +338,35 @@ describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
     } finally {
       for (const node of nodes) node.behaviour = { kind: 'honest' };
     }
+  });
+});
+
+describe('kosMiddleware when KOS cannot start (Express, Hono, Koa)', () => {
+  it('answers every request with the start-up error code, never runs the route, and rejects `ready`', async () => {
+    let routeRuns = 0;
+    const failing = Promise.reject(new KosError('ERR_STORE_IO', 'metadata store is unreachable'));
+    failing.catch(() => undefined);
+    const routes: TestRoute[] = [
+      {
+        method: 'GET',
+        path: '/records/:id',
+        handle: () => {
+          routeRuns += 1;
+          return { json: { ok: true } };
+        },
+      },
+    ];
+    for (const framework of FRAMEWORKS) {
+      const app = buildApp(framework, failing as unknown as KosRuntime, routes);
+      // Twice: the first request may find start-up still pending, the second finds it failed.
+      for (let i = 0; i < 2; i++) {
+        const res = await request(app).get('/records/r1').set('authorization', 'Bearer x');
+        expect(res.status, framework).toBe(503);
+        expect(res.body, framework).toEqual({ error: { code: 'ERR_STORE_IO', message: 'KOS failed to start' } });
+        expect(res.headers['cache-control'], framework).toBe('no-store');
+      }
+    }
+    expect(routeRuns).toBe(0);
   });
 });
 
