@@ -61,7 +61,8 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
       }
     }
     const request = requestFromNode(req, req.protocol, req.originalUrl);
-    if (req.path.startsWith(`${runtime.mountPrefix}/`)) {
+    // req.url starts with the prefix exactly when req.path does (the prefix holds no "?").
+    if (req.url.startsWith(runtime.mountPrefix) && req.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
         // Route on the path below this middleware's mount point; DPoP proofs are checked against the full URL.
         const mounted = await runtime.handleKms({ ...request, path: req.path, body: await readNodeBody(req) });
@@ -80,8 +81,8 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
     res.locals.kos = decision;
     setNodeHeaders(res, runtime.kos.decisionHeaders(decision));
 
-    const originalJson = res.json.bind(res);
-    const originalSend = res.send.bind(res);
+    const originalJson = res.json;
+    const originalSend = res.send;
     const deliver = (body: unknown, fallback: (body: unknown) => Response): Response => {
       runtime.kos
         .deliver(request, identity, decision, { status: res.statusCode, body })
@@ -92,12 +93,14 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
         .catch((error: unknown) => send(res, runtime.kos.errorResponse(error)));
       return res;
     };
-    res.json = (body: unknown) => deliver(body, (value) => originalJson(value));
+    res.json = (body: unknown) => deliver(body, (value) => originalJson.call(res, value));
     res.send = (body?: unknown) => {
       // res.json ends in res.send with a string: only raw bytes are looked at here.
       if (body instanceof Uint8Array)
-        return deliver(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), () => originalSend(body));
-      return originalSend(body);
+        return deliver(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), () =>
+          originalSend.call(res, body),
+        );
+      return originalSend.call(res, body);
     };
     next();
   } as KosExpressMiddleware;
