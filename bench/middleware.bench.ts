@@ -44,6 +44,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
+import { snapshotBody } from '@kos/core';
 import autocannon from 'autocannon';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from 'jose';
 import { getGlobalDispatcher } from 'undici';
@@ -572,9 +573,15 @@ async function breakdown(tokens: Record<TokenName, string>, identityJwk: string)
       },
       {
         group: 'deliver',
-        id: 'copy',
-        label: '↳ JSON.parse(JSON.stringify(body)) + JSON.stringify',
-        fn: () => JSON.stringify(JSON.parse(JSON.stringify(row))),
+        id: 'snapshot',
+        label: '↳ snapshotBody(body) (the JSON view KOS shapes)',
+        fn: () => snapshotBody(row),
+      },
+      {
+        group: 'deliver',
+        id: 'stringify',
+        label: '↳ JSON.stringify(body) (what any JSON route pays)',
+        fn: () => JSON.stringify(row),
       },
       { group: 'deliver', id: 'deliver.low', label: 'kos.deliver, low tier', fn: deliver(low) },
       { group: 'deliver', id: 'deliver.high', label: 'kos.deliver, high tier', fn: deliver(high) },
