@@ -70,15 +70,20 @@ function commit(
 }
 
 /** Encrypts under a given DEK with a fresh random nonce. Most callers want `KeyManager.seal`. */
-export function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
+export async function sealWithKey(input: SealWithKeyInput): Promise<Envelope> {
   return sealWithKeyUsing(input, undefined);
 }
 
 /**
  * `sealWithKey` for callers that seal many times under one DEK (KeyManager): `mac` must be
- * `input.crypto.hmacSha256Keyed(input.key)`.
+ * `input.crypto.hmacSha256Keyed(input.key)`. With a synchronous provider (node:crypto) it
+ * returns the envelope itself, and throws instead of rejecting: a batch then runs without a
+ * promise per step.
  */
-export async function sealWithKeyUsing(input: SealWithKeyInput, mac: KeyedHmacSha256 | undefined): Promise<Envelope> {
+export function sealWithKeyUsing(
+  input: SealWithKeyInput,
+  mac: KeyedHmacSha256 | undefined,
+): Envelope | Promise<Envelope> {
   const alg = input.alg ?? DEFAULT_ALGORITHM;
   assertAllowedAlgorithm(alg);
   if (!(input.plaintext instanceof Uint8Array)) throw new KosError('ERR_INVALID_ARGUMENT', 'plaintext must be bytes');
@@ -93,51 +98,73 @@ export async function sealWithKeyUsing(input: SealWithKeyInput, mac: KeyedHmacSh
   const nonce = input.crypto.randomBytes(AEAD_ALGORITHMS[alg].nonceBytes);
   assertAeadInput(alg, input.key, nonce);
   const commitment = commit(input.crypto, input.key, mac, nonce);
+  return isPromise(commitment)
+    ? commitment.then((kc) => sealCommitted(input, alg, nonce, kc))
+    : sealCommitted(input, alg, nonce, commitment);
+}
+
+function sealCommitted(
+  input: SealWithKeyInput,
+  alg: AeadAlgorithm,
+  nonce: Uint8Array,
+  kc: Uint8Array,
+): Envelope | Promise<Envelope> {
   const header: EnvelopeHeader = {
     v: ENVELOPE_VERSION,
     alg,
     kid: input.kid,
     ver: input.version,
     nonce,
-    kc: isPromise(commitment) ? await commitment : commitment,
+    kc,
     did: input.dataId,
   };
   validateHeader(header);
   const sealed = input.crypto.aeadSeal(alg, input.key, nonce, input.plaintext, encodeHeader(header));
-  return checkedEnvelope(header, isPromise(sealed) ? await sealed : sealed);
+  return isPromise(sealed)
+    ? sealed.then((ciphertext) => checkedEnvelope(header, ciphertext))
+    : checkedEnvelope(header, sealed);
 }
 
 /**
  * Decrypts under a given DEK. The key commitment is checked in constant time before the
  * AEAD runs; every failure is ERR_DECRYPTION_FAILED with one fixed message.
  */
-export function openWithKey(input: OpenWithKeyInput): Promise<Uint8Array> {
+export async function openWithKey(input: OpenWithKeyInput): Promise<Uint8Array> {
   return openWithKeyUsing(input, undefined);
 }
 
 /**
  * `openWithKey` for callers that open many envelopes under one DEK (KeyManager): `mac` must
- * be `input.crypto.hmacSha256Keyed(input.key)`.
+ * be `input.crypto.hmacSha256Keyed(input.key)`. With a synchronous provider it returns the
+ * plaintext itself, and throws instead of rejecting.
  */
-export async function openWithKeyUsing(
+export function openWithKeyUsing(
   input: OpenWithKeyInput,
   mac: KeyedHmacSha256 | undefined,
   commitmentVerified = false,
-): Promise<Uint8Array> {
-  const { header, ciphertext } = input.envelope;
+): Uint8Array | Promise<Uint8Array> {
+  const { header } = input.envelope;
   if (input.allowedAlgorithms) assertAllowedAlgorithm(header.alg, input.allowedAlgorithms);
   if (input.dataId !== undefined && input.dataId !== header.did) {
     throw new KosError('ERR_DATA_ID_MISMATCH', 'envelope belongs to another record');
   }
   // `commitmentVerified`: the caller (KeyManager) checked this nonce and commitment under this
   // very key before and remembers it; the fact cannot change, as a version's DEK never does.
-  if (!commitmentVerified) {
-    const computed = commit(input.crypto, input.key, mac, header.nonce);
-    const commitment = isPromise(computed) ? await computed : computed;
-    if (!equalBytes(commitment, header.kc)) throw new KosError('ERR_DECRYPTION_FAILED', '');
-  }
+  if (commitmentVerified) return openCommitted(input);
+  const computed = commit(input.crypto, input.key, mac, header.nonce);
+  if (isPromise(computed)) return computed.then((commitment) => openChecked(input, commitment));
+  return openChecked(input, computed);
+}
+
+function openChecked(input: OpenWithKeyInput, commitment: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  if (!equalBytes(commitment, input.envelope.header.kc)) throw new KosError('ERR_DECRYPTION_FAILED', '');
+  return openCommitted(input);
+}
+
+/** The AEAD, once the key commitment is known to match. */
+function openCommitted(input: OpenWithKeyInput): Uint8Array | Promise<Uint8Array> {
+  const { header, ciphertext } = input.envelope;
   assertAeadInput(header.alg, input.key, header.nonce);
   if (ciphertext.length < AEAD_ALGORITHMS[header.alg].tagBytes) throw new KosError('ERR_DECRYPTION_FAILED', '');
-  const opened = input.crypto.aeadOpen(header.alg, input.key, header.nonce, ciphertext, encodeHeader(header));
-  return isPromise(opened) ? await opened : opened;
+  return input.crypto.aeadOpen(header.alg, input.key, header.nonce, ciphertext, encodeHeader(header));
 }

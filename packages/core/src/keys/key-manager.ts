@@ -110,8 +110,8 @@ export interface RotateOptions {
 interface KeyBatch {
   /** Decryptable versions by DekCache.key(kid, version). */
   readonly versions: Map<string, KeyVersionRecord>;
-  /** Primary version by key id. */
-  readonly primaries: Map<string, KeyVersionRecord>;
+  /** Primary version, and its DEK, by key id. */
+  readonly primaries: Map<string, { readonly version: KeyVersionRecord; readonly key: BatchKey }>;
   /** DEK copies (and an HMAC keyed with each, when the provider has one) by DekCache.key(kid, version); wiped when the batch ends. */
   readonly deks: Map<string, BatchKey>;
   /** Whether to key an HMAC per DEK (pays off from a few envelopes per DEK on). */
@@ -501,13 +501,21 @@ export class KeyManager {
         if (result.status === 'rejected') throw result.reason;
       }
       const out: Envelope[] = [];
+      // The key state of the previous envelope: a batch is mostly one key version.
+      let last: { kid: string; ver: number; version: KeyVersionRecord } | undefined;
+      let lastKey: BatchKey | undefined;
       for (const envelope of envelopes) {
         const { kid, ver, alg, did } = envelope.header;
-        const versionKey = DekCache.key(kid, ver);
-        const version = batch.versions.get(versionKey) as KeyVersionRecord;
-        if (version.alg !== alg) throw new KosError('ERR_DECRYPTION_FAILED', '');
-        const { dek, mac } = batch.deks.get(versionKey) ?? (await this.#batchDek(batch, kid, version));
-        const plaintext = await openWithKeyUsing({ crypto: this.#crypto, key: dek, envelope, dataId }, mac);
+        if (!last || last.kid !== kid || last.ver !== ver || !lastKey) {
+          const versionKey = DekCache.key(kid, ver);
+          last = { kid, ver, version: batch.versions.get(versionKey) as KeyVersionRecord };
+          lastKey = batch.deks.get(versionKey);
+        }
+        if (last.version.alg !== alg) throw new KosError('ERR_DECRYPTION_FAILED', '');
+        lastKey ??= await this.#batchDek(batch, kid, last.version);
+        // node:crypto answers synchronously: no promise per envelope then.
+        const opened = openWithKeyUsing({ crypto: this.#crypto, key: lastKey.dek, envelope, dataId }, lastKey.mac);
+        const plaintext = opened instanceof Uint8Array ? opened : await opened;
         try {
           out.push(await this.#sealPrimary(batch, kid, plaintext, did));
         } finally {
@@ -548,29 +556,28 @@ export class KeyManager {
     return entry;
   }
 
-  async #batchPrimary(batch: KeyBatch, kid: string): Promise<KeyVersionRecord> {
+  async #batchPrimary(batch: KeyBatch, kid: string): Promise<{ version: KeyVersionRecord; key: BatchKey }> {
     const record = (await this.#loadKey(kid, false)).value;
-    const primary = this.#version(record, record.primaryVersion);
+    const version = this.#version(record, record.primaryVersion);
+    const primary = { version, key: await this.#batchDek(batch, kid, version) };
     batch.primaries.set(kid, primary);
-    await this.#batchDek(batch, kid, primary);
     return primary;
   }
 
   /** Seals under the key's primary version, taking one operation (rotating first if the version is worn out). */
   async #sealPrimary(batch: KeyBatch, kid: string, plaintext: Uint8Array, dataId: string): Promise<Envelope> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const primary = batch.primaries.get(kid) ?? (await this.#batchPrimary(batch, kid));
-      if (!(await this.#ops.take(kid, primary.version))) {
-        await this.#rotateLocked(kid, { reason: 'wear-out', ifPrimaryIs: primary.version });
+      const { version, key } = batch.primaries.get(kid) ?? (await this.#batchPrimary(batch, kid));
+      if (!(await this.#ops.take(kid, version.version))) {
+        await this.#rotateLocked(kid, { reason: 'wear-out', ifPrimaryIs: version.version });
         batch.primaries.delete(kid);
         continue;
       }
-      const { dek, mac } =
-        batch.deks.get(DekCache.key(kid, primary.version)) ?? (await this.#batchDek(batch, kid, primary));
-      return sealWithKeyUsing(
-        { crypto: this.#crypto, key: dek, kid, version: primary.version, alg: primary.alg, dataId, plaintext },
-        mac,
+      const sealed = sealWithKeyUsing(
+        { crypto: this.#crypto, key: key.dek, kid, version: version.version, alg: version.alg, dataId, plaintext },
+        key.mac,
       );
+      return sealed instanceof Promise ? await sealed : sealed;
     }
     throw new KosError('ERR_ROTATION_FAILED', 'the primary version stayed worn out after rotation');
   }
