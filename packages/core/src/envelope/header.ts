@@ -71,6 +71,27 @@ function writeUtf8(text: string, length: number, out: Uint8Array, at: number): n
   return at + length;
 }
 
+/**
+ * Header bytes are carved out of shared 8 KiB slabs: a typed array over 64 bytes is allocated
+ * outside the V8 heap, which costs ten times more than the header itself. Headers are public
+ * data (they travel with every envelope), so sharing a slab exposes nothing; each range is
+ * handed out once.
+ */
+const SLAB_BYTES = 8192;
+let slab = new Uint8Array(0);
+let slabUsed = 0;
+
+function headerBytes(length: number): Uint8Array {
+  if (length > SLAB_BYTES / 8) return new Uint8Array(length);
+  if (slabUsed + length > slab.length) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const out = slab.subarray(slabUsed, slabUsed + length);
+  slabUsed += length;
+  return out;
+}
+
 /** The canonical header bytes: the AEAD associated data and the prefix of the binary form. */
 export function encodeHeader(header: EnvelopeHeader): Uint8Array {
   // Byte by byte into one array (it runs twice per rewrap; a DataView and temporary arrays cost
@@ -78,7 +99,7 @@ export function encodeHeader(header: EnvelopeHeader): Uint8Array {
   const { kid, did, nonce, kc, ver } = header;
   const kidLength = utf8Length(kid);
   const didLength = utf8Length(did);
-  const out = new Uint8Array(3 + 1 + 1 + 1 + kidLength + 4 + 1 + nonce.length + 1 + kc.length + 2 + didLength);
+  const out = headerBytes(3 + 1 + 1 + 1 + kidLength + 4 + 1 + nonce.length + 1 + kc.length + 2 + didLength);
   out[0] = 0x4b; // "KOS"
   out[1] = 0x4f;
   out[2] = 0x53;
