@@ -63,6 +63,7 @@ export {
   type EnvelopeForm,
   type EnvelopeJson,
   encodeEnvelope,
+  encodeEnvelopeJsonParts,
   encodeEnvelopeJsonText,
   isCompactEnvelope,
   isEnvelopeJson,

@@ -6,6 +6,7 @@ import {
   type Envelope,
   type EnvelopeHeader,
   encodeEnvelope,
+  encodeEnvelopeJsonParts,
   encodeEnvelopeJsonText,
   encodeHeader,
   sealWithKey,
@@ -81,6 +82,7 @@ describe('encodeEnvelopeJsonText', () => {
           const envelope = await sealWithKey({ crypto, key, kid, version, dataId, plaintext, alg });
           const text = encodeEnvelopeJsonText(envelope);
           expect(text).toBe(JSON.stringify(encodeEnvelope(envelope, 'json')));
+          expect(encodeEnvelopeJsonParts(envelope).join('')).toBe(text);
           expect(decodeEnvelope(JSON.parse(text))).toEqual(envelope);
         },
       ),

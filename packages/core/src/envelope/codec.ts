@@ -107,10 +107,21 @@ export function encodeEnvelope(envelope: Envelope, form: EnvelopeForm): Envelope
  * escaping either (allow-list, ID pattern); any other envelope takes the JSON.stringify path.
  */
 export function encodeEnvelopeJsonText(envelope: Envelope): string {
-  if (!CheckedEnvelope.is(envelope)) return JSON.stringify(encodeEnvelope(envelope, 'json'));
+  const [head, ct, tail] = encodeEnvelopeJsonParts(envelope);
+  return head + ct + tail;
+}
+
+/**
+ * `encodeEnvelopeJsonText` in three parts — the text before the base64url ciphertext, the
+ * ciphertext, the text after — for writers that copy strings out (joining them would copy the
+ * ciphertext once more).
+ */
+export function encodeEnvelopeJsonParts(envelope: Envelope): readonly [string, string, string] {
+  if (!CheckedEnvelope.is(envelope)) return [JSON.stringify(encodeEnvelope(envelope, 'json')), '', ''];
   const { header, ciphertext } = envelope;
   // The members in encodeEnvelope's order: kos, alg, kid, ver, nonce, kc, did, ct.
-  return `{"kos":${ENVELOPE_VERSION},"alg":"${header.alg}","kid":"${header.kid}","ver":${header.ver},"nonce":"${toBase64url(header.nonce)}","kc":"${toBase64url(header.kc)}","did":${JSON.stringify(header.did)},"ct":"${toBase64url(ciphertext)}"}`;
+  const head = `{"kos":${ENVELOPE_VERSION},"alg":"${header.alg}","kid":"${header.kid}","ver":${header.ver},"nonce":"${toBase64url(header.nonce)}","kc":"${toBase64url(header.kc)}","did":${JSON.stringify(header.did)},"ct":"`;
+  return [head, toBase64url(ciphertext), '"}'];
 }
 
 /**

@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import {
   type Envelope,
   encodeEnvelope,
-  encodeEnvelopeJsonText,
+  encodeEnvelopeJsonParts,
   findEnvelopes,
   isCompactEnvelope,
   isEnvelopeJson,
@@ -268,8 +268,15 @@ class JsonOutput {
 
   /** A rewrapped envelope, exactly as JSON.stringify writes its JSON form (or its compact string). */
   envelope(envelope: Envelope, compact: boolean): void {
-    if (compact) this.base64url(encodeEnvelope(envelope, 'compact'));
-    else this.text(encodeEnvelopeJsonText(envelope));
+    if (compact) {
+      this.base64url(encodeEnvelope(envelope, 'compact'));
+      return;
+    }
+    const [head, ct, tail] = encodeEnvelopeJsonParts(envelope);
+    this.text(head);
+    this.#room(ct.length);
+    this.#size += this.#buffer.write(ct, this.#size, 'latin1');
+    this.text(tail);
   }
 
   /**
