@@ -517,7 +517,15 @@ export class KeyManager {
         const opened = openWithKeyUsing({ crypto: this.#crypto, key: lastKey.dek, envelope, dataId }, lastKey.mac);
         const plaintext = opened instanceof Uint8Array ? opened : await opened;
         try {
-          out.push(await this.#sealPrimary(batch, kid, plaintext, did));
+          // Synchronously when nothing needs waiting for: no promise per envelope.
+          const now = this.#sealPrimaryNow(batch, kid, plaintext, did);
+          out.push(
+            now === undefined
+              ? await this.#sealPrimary(batch, kid, plaintext, did)
+              : typeof (now as { then?: unknown }).then === 'function'
+                ? await now
+                : (now as Envelope),
+          );
         } finally {
           wipe(plaintext);
         }
@@ -562,6 +570,26 @@ export class KeyManager {
     const primary = { version, key: await this.#batchDek(batch, kid, version) };
     batch.primaries.set(kid, primary);
     return primary;
+  }
+
+  /**
+   * #sealPrimary without waiting when the primary and its DEK are in the batch and an operation
+   * is left in the reserved block (the envelope itself with a synchronous provider); undefined,
+   * with nothing taken, when #sealPrimary must run.
+   */
+  #sealPrimaryNow(
+    batch: KeyBatch,
+    kid: string,
+    plaintext: Uint8Array,
+    dataId: string,
+  ): Envelope | Promise<Envelope> | undefined {
+    const primary = batch.primaries.get(kid);
+    if (!primary || !this.#ops.takeReserved(kid, primary.version.version)) return undefined;
+    const { version, key } = primary;
+    return sealWithKeyUsing(
+      { crypto: this.#crypto, key: key.dek, kid, version: version.version, alg: version.alg, dataId, plaintext },
+      key.mac,
+    );
   }
 
   /** Seals under the key's primary version, taking one operation (rotating first if the version is worn out). */

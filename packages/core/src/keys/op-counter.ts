@@ -16,6 +16,18 @@ export class OpCounter {
     private readonly block: number,
   ) {}
 
+  /**
+   * Takes one operation from the block already reserved for (kid, version), without waiting:
+   * true if taken, undefined if `take` must be called (nothing reserved, or worn out).
+   */
+  takeReserved(kid: string, version: number): true | undefined {
+    const key = `${kid}\u0000${version}`;
+    const remaining = this.#remaining.get(key) ?? 0;
+    if (remaining <= 0) return undefined;
+    this.#remaining.set(key, remaining - 1);
+    return true;
+  }
+
   /** Takes one operation on (kid, version); resolves false when the version is worn out. */
   async take(kid: string, version: number): Promise<boolean> {
     const key = `${kid}\u0000${version}`;
