@@ -65,7 +65,13 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
     if (req.url.startsWith(runtime.mountPrefix) && req.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
         // Route on the path below this middleware's mount point; DPoP proofs are checked against the full URL.
-        const mounted = await runtime.handleKms({ ...request, path: req.path, body: await readNodeBody(req) });
+        const mounted = await runtime.handleKms({
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          path: req.path,
+          body: await readNodeBody(req),
+        });
         if (mounted) return send(res, mounted, true);
       } catch (error) {
         return send(res, runtime.kos.errorResponse(error));

@@ -144,7 +144,12 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
           body = new Uint8Array(await c.req.raw.arrayBuffer());
           if (body.length > MAX_SHARE_BODY_BYTES) throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
         }
-        const mounted = await runtime.handleKms({ ...request, body });
+        const mounted = await runtime.handleKms({
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          body,
+        });
         if (mounted) return toResponse(mounted, true);
       } catch (error) {
         return toResponse(runtime.kos.errorResponse(error));

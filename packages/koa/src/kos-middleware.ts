@@ -76,7 +76,13 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
     const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
     if (ctx.path.startsWith(`${runtime.mountPrefix}/`)) {
       try {
-        const mounted = await runtime.handleKms({ ...request, path: ctx.path, body: await readNodeBody(ctx.req) });
+        const mounted = await runtime.handleKms({
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          path: ctx.path,
+          body: await readNodeBody(ctx.req),
+        });
         if (mounted) return respond(ctx, mounted, true);
       } catch (error) {
         return respond(ctx, runtime.kos.errorResponse(error));

@@ -69,7 +69,10 @@ export function createKmsNodeServer(options: KmsNodeServerOptions): KmsNodeServe
   const onRequest = async (req: IncomingMessage, res: ServerResponse) => {
     const send = (status: number, headers: Record<string, string>, body: string) => {
       if (res.headersSent) return;
-      res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
+      // Headers set one by one: `{ ...headers, more }` is slow in V8 (Node 20) on this hot path.
+      res.statusCode = status;
+      for (const name in headers) res.setHeader(name, headers[name] as string);
+      res.setHeader('content-length', String(Buffer.byteLength(body)));
       res.end(body);
     };
     try {

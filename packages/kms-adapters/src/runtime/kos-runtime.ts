@@ -533,7 +533,13 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       const nodeId = slash === -1 ? rest : rest.slice(0, slash);
       const handler = built.mounted.get(nodeId);
       if (!handler) return undefined;
-      return handler({ ...request, path: slash === -1 ? '/' : rest.slice(slash) });
+      return handler({
+        method: request.method,
+        url: request.url,
+        headers: request.headers,
+        body: request.body,
+        path: slash === -1 ? '/' : rest.slice(slash),
+      });
     },
     ...(mintDevToken ? { mintDevToken } : {}),
     ...(audit ? { audit } : {}),
