@@ -33,7 +33,7 @@ export interface RewrapOptions {
   readonly output: string;
   /** Continue a run that stopped (crash, Ctrl-C) instead of refusing an existing output. */
   readonly resume?: boolean;
-  /** Records per batch: re-encrypted concurrently, written in order, then checkpointed (default 512). */
+  /** Records per batch: each batch is written, fsynced and then checkpointed, in order (default 512). */
   readonly batchSize?: number;
   readonly onProgress?: (progress: RewrapProgress) => void;
   readonly signal?: AbortSignal;
@@ -432,11 +432,11 @@ async function* lineBatches(path: string, start: number, batchSize: number): Asy
 }
 
 /**
- * Records re-encrypted together inside a batch. Small groups keep few records alive at once
- * (a whole batch of parsed records outlives several young-generation collections, which then
- * copy it); the key state is looked up once per group.
+ * Records re-encrypted together (one rewrapMany) inside a batch: large enough that the key
+ * state looked up per group costs little, small enough that few parsed records are alive at
+ * once (a whole batch of them outlives young-generation collections, which then copy it).
  */
-const GROUP = 64;
+const GROUP = 128;
 
 /** Rewraps some input lines into `out`: each record rewrapped, blank lines kept, each line ended by LF. Resolves the envelopes rewrapped. */
 async function rewrapLineGroup(
