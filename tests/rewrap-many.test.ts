@@ -1,4 +1,13 @@
-import { decodeEnvelope, encodeEnvelope, KeyManager, type KeyManagerEvent, toBase64url, utf8 } from '@kos/core';
+import {
+  decodeEnvelope,
+  type Envelope,
+  type EnvelopeForm,
+  encodeEnvelope,
+  KeyManager,
+  type KeyManagerEvent,
+  toBase64url,
+  utf8,
+} from '@kos/core';
 import { createMemoryMetadataStore } from '@kos/kms-adapters';
 import { describe, expect, it } from 'vitest';
 import { expectKosError } from '../packages/core/test/helpers.js';
@@ -26,7 +35,7 @@ describe('KeyManager.rewrapMany', () => {
         const did = `${kid}-${round}-${i}`;
         const plain = `value ${round} ${i}`;
         const envelope = await keys.seal(kid, utf8(plain), { dataId: did });
-        inputs.push(encodeEnvelope(envelope, (['json', 'compact', 'binary'] as const)[i % 3]));
+        inputs.push(encodeEnvelope(envelope, (['json', 'compact', 'binary'] as const)[i % 3] as EnvelopeForm));
         expected.push({ did, plain, kid });
       }
       await keys.rotate('orders');
@@ -51,7 +60,7 @@ describe('KeyManager.rewrapMany', () => {
   it('counts one operation per seal and rotates on wear-out in the middle of a batch', async () => {
     const { keys, events } = setup({ maxOpsPerVersion: 10, opsReserveBlock: 4 });
     await keys.createKey('orders');
-    const old = [];
+    const old: Envelope[] = [];
     for (let i = 0; i < 8; i++) old.push(await keys.seal('orders', utf8(`v${i}`), { dataId: `d${i}` }));
     await keys.rotate('orders');
     const inputs = Array.from({ length: 25 }, (_, i) => old[i % old.length]);
@@ -98,7 +107,7 @@ describe('KeyManager.rewrapMany', () => {
     const moved = { ...json, did: 'b' };
     await expectKosError(() => keys.rewrapMany([moved, good]), 'ERR_DECRYPTION_FAILED');
     const flipped = encodeEnvelope(good, 'binary');
-    flipped[flipped.length - 1] ^= 1;
+    flipped[flipped.length - 1] = (flipped.at(-1) as number) ^ 1;
     await expectKosError(() => keys.rewrapMany([flipped]), 'ERR_DECRYPTION_FAILED');
     await expectKosError(() => keys.rewrapMany([{ ...json, kos: 2 }]), 'ERR_ENVELOPE_UNSUPPORTED_VERSION');
   });
