@@ -6,8 +6,6 @@ import {
   encodeEnvelope,
   encodeEnvelopeJsonParts,
   findEnvelopes,
-  isCompactEnvelope,
-  isEnvelopeJson,
   type KeyManager,
   KosError,
   MAX_BODY_DEPTH,
@@ -182,6 +180,11 @@ class EnvelopeCursor {
     this.#found = found;
   }
 
+  /** Whether `value` is the next envelope findEnvelopes listed (the same object, or an equal compact string). */
+  isNext(value: unknown): boolean {
+    return this.#at < this.#found.originals.length && value === this.#found.originals[this.#at];
+  }
+
   next(original: unknown): { envelope: Envelope; compact: boolean } {
     const { originals, rewrapped } = this.#found;
     if (this.#at >= originals.length || original !== originals[this.#at]) {
@@ -196,8 +199,6 @@ class EnvelopeCursor {
     }
   }
 }
-
-const isEnvelope = (value: unknown): boolean => isCompactEnvelope(value) || isEnvelopeJson(value);
 
 const QUOTE = 0x22;
 const COMMA = 0x2c;
@@ -282,12 +283,14 @@ class JsonOutput {
   /**
    * JSON.stringify of a record as JSON.parse returned it, with its envelopes replaced by
    * their rewrapped forms (the same walk as findEnvelopes and replaceEnvelopes: an envelope
-   * is matched before looking inside, to MAX_BODY_DEPTH, values in Object.entries order).
+   * is matched before looking inside, to MAX_BODY_DEPTH, values in key order). Walking in the
+   * same order, the envelopes come up one after the other as findEnvelopes listed them, so a
+   * value is one exactly when it is the next in that list (checked again by the cursor).
    * JSON.parse output holds only plain objects, arrays, strings, finite numbers, booleans and
    * null, so these are the bytes JSON.stringify would write for the replaced record.
    */
   record(value: unknown, cursor: EnvelopeCursor, depth = 0): void {
-    if (depth <= MAX_BODY_DEPTH && isEnvelope(value)) {
+    if (depth <= MAX_BODY_DEPTH && cursor.isNext(value)) {
       const { envelope, compact } = cursor.next(value);
       this.envelope(envelope, compact);
     } else if (Array.isArray(value)) {
@@ -300,12 +303,15 @@ class JsonOutput {
     } else if (typeof value === 'object' && value !== null) {
       this.byte(0x7b);
       let first = true;
-      for (const [key, item] of Object.entries(value)) {
+      // JSON.parse objects have no enumerable inherited keys: for-in is Object.keys' order
+      // (an own "__proto__" field is read as the own field it is).
+      const object = value as Record<string, unknown>;
+      for (const key in object) {
         if (!first) this.byte(COMMA);
         first = false;
         this.text(JSON.stringify(key));
         this.byte(COLON);
-        this.record(item, cursor, depth + 1);
+        this.record(object[key], cursor, depth + 1);
       }
       this.byte(0x7d);
     } else {
