@@ -1,7 +1,7 @@
 // Rewrap at scale (issue 6): N sealed 1 KiB records in a JSON-lines file are moved to the new
 // primary version with `rewrapRecords` (what `kos rewrap` runs), beside raw node:crypto
 // AES-256-GCM open+seal of the same payloads in the same run. Target: >= 50% of raw throughput.
-// Run: npm run bench:rewrap [-- --records 100000]
+// Run: npm run bench:rewrap [-- --records 100000] [--profile rewrap.cpuprofile (CPU profile of the rewrap alone)]
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
