@@ -1,7 +1,6 @@
 import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { keyedHmacSha256OneBlockForTests } from '../src/crypto/node-provider.js';
 import { createNodeCryptoProvider } from '../src/index.js';
 
 describe('the node provider’s keyed HMAC-SHA256', () => {
@@ -29,25 +28,6 @@ describe('the node provider’s keyed HMAC-SHA256', () => {
       ),
       { seed: 7, numRuns: 300 },
     );
-  });
-
-  it('computes one-block messages itself (two SHA-256 compressions) exactly as OpenSSL does', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 100 }), fc.uint8Array({ maxLength: 55 }), (key, message) => {
-        expect(Buffer.from(keyedHmacSha256OneBlockForTests(key, message))).toEqual(
-          createHmac('sha256', key).update(message).digest(),
-        );
-      }),
-      { seed: 8, numRuns: 3000 },
-    );
-    // Every length the one-block path takes, with all-ones bytes (carries in every word).
-    for (let length = 0; length <= 55; length++) {
-      const key = new Uint8Array(32).fill(0xff);
-      const message = new Uint8Array(length).fill(0xff);
-      expect(Buffer.from(keyedHmacSha256OneBlockForTests(key, message))).toEqual(
-        createHmac('sha256', key).update(message).digest(),
-      );
-    }
   });
 
   it('matches the RFC 4231 test case 2', () => {
