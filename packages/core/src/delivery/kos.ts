@@ -9,7 +9,7 @@ import { jwkThumbprint } from '../grants/dpop.js';
 import type { TokenIssuer } from '../grants/token-issuer.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import { type KosMetrics, noopMetrics } from '../observability/metrics.js';
-import { failSpan, type KosSpan, loadTracing, withSpan } from '../observability/tracing.js';
+import { failSpan, type KosSpan, loadTracing, type SpanAttributes, withSpan } from '../observability/tracing.js';
 import type { AccessControl } from '../trust/access-control.js';
 import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js';
 import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
@@ -541,16 +541,15 @@ export function createKos(options: KosOptions): Kos {
     },
 
     deliver(request, identity, decision, response) {
-      return withSpan(
-        'kos.deliver',
-        {
-          'kos.tier': decision.tier,
-          'kos.band': decision.band,
-          ...(decision.n === undefined
-            ? {}
-            : { 'kos.share_set.n': decision.n, 'kos.share_set.k': decision.k as number }),
-        },
-        (span) => deliverInSpan(request, identity, decision, response, takeSnapshot(response), span),
+      // Read now, before anything awaits: what the route handed over is what gets delivered.
+      const snapshot = takeSnapshot(response);
+      const attributes: SpanAttributes = { 'kos.tier': decision.tier, 'kos.band': decision.band };
+      if (decision.n !== undefined) {
+        attributes['kos.share_set.n'] = decision.n;
+        attributes['kos.share_set.k'] = decision.k as number;
+      }
+      return withSpan('kos.deliver', attributes, (span) =>
+        deliverInSpan(request, identity, decision, response, snapshot, span),
       );
     },
 
