@@ -1,4 +1,4 @@
-// `npm run cluster`: a whole KOS deployment on loopback, for rehearsal (docs/deploy.md §9).
+// `npm run cluster`: a whole KOS deployment on loopback, for rehearsal (docs/deploy.md §8).
 //
 // Starts, in a fresh folder (default .kos-cluster/): a private redis-server with AOF, five
 // `kos-kms` node processes on that Redis (each with its own hash-chained audit log), over
@@ -6,7 +6,10 @@
 // instances of the Express example (examples/express/src/server.ts) configured through
 // KOS_CONFIG: Redis metadata, the five nodes as `http` nodes in three zones, a generated
 // Ed25519 signing key whose public JWKS the nodes trust, JWT identity with a generated
-// identity key, and one audit log per instance. It writes a `token` helper that mints
+// identity key, and one audit log per instance. Both instances keep the example's records in
+// the same Redis (KOS_EXAMPLE_RECORDS_REDIS_URL, keys under `kos-example:records:`, apart from
+// KOS's `kos:` keys), so a record written through one reads through the other, as behind a
+// load balancer. It writes a `token` helper that mints
 // identity tokens for the cluster, prints where everything is, and waits.
 //
 // Ctrl-C (SIGINT) or SIGTERM stops the KOS instances, then the nodes, then Redis, and exits 0
@@ -33,6 +36,8 @@ const MARKER = 'kos-cluster';
 const KOS_ISSUER = 'urn:kos:cluster';
 const IDP_ISSUER = 'urn:kos:cluster-idp';
 const IDP_AUDIENCE = 'urn:kos:cluster-app';
+/** Where the example app keeps its records in the cluster's Redis: never under KOS's `kos:` keys. */
+const RECORDS_KEY_PREFIX = 'kos-example:records:';
 const NODES = [
   { nodeId: 'node-1', zone: 'zone-a' },
   { nodeId: 'node-2', zone: 'zone-a' },
@@ -121,6 +126,8 @@ interface ClusterState {
   dir: string;
   tls: boolean;
   redis: { url: string; port: number; dataDir: string };
+  /** The example app's record store (KOS_EXAMPLE_RECORDS_REDIS_URL / _PREFIX of both instances). */
+  exampleRecords: { redisUrl: string; keyPrefix: string };
   nodes: NodeInfo[];
   instances: InstanceInfo[];
   identity: { issuer: string; audience: string; privateJwk: string; jwks: string; token: string };
@@ -689,6 +696,7 @@ function printSummary(state: ClusterState): void {
         `    ${node.nodeId} ${node.zone}  ${node.url}   pid ${pidOf(node.nodeId)}   audit ${shown(node.auditLog)}`,
     ),
     `  Redis            ${state.redis.url}   pid ${pidOf('redis')}   AOF on (appendfsync always), data in ${shown(state.redis.dataDir)}`,
+    `                   KOS metadata and shares under kos:*, the example's records under ${state.exampleRecords.keyPrefix}*`,
     `  Keys             ${shown(paths.keys)}/ (KOS signing key, the JWKS the nodes trust, identity key, audit salt)`,
     `  Logs             ${shown(paths.logs)}/<name>.log     State: ${shown(paths.state)}`,
     '',
@@ -696,24 +704,16 @@ function printSummary(state: ClusterState): void {
     '',
     `  HIGH=$(${token} --client alice --score 90); MEDIUM=$(${token} --client bob --score 65); LOW=$(${token} --client carol --score 30)`,
     '',
-    'Write a record, then read it at each tier. The example app keeps its records in the memory of',
-    'the instance that stored them, so read a record through the instance that wrote it; keys,',
-    'share sets, access rights and locks are shared through Redis (either instance decrypts).',
+    'Write a record through one instance, then read it at each tier through either: the records,',
+    'keys, share sets, access rights and locks are all shared through Redis, as behind a load balancer.',
+    '',
+    `  ID=$(curl -s -X POST ${a.url}/records -H "authorization: Bearer $HIGH" -H 'content-type: application/json' -d '{"patient":"Ada"}' | sed -E 's/.*"id":"([^"]+)".*/\\1/')`,
+    `  curl -si ${b.url}/records/$ID -H "authorization: Bearer $LOW"      # low: plaintext`,
+    `  curl -si ${b.url}/records/$ID -H "authorization: Bearer $MEDIUM"   # medium: envelope + share references + grant`,
+    `  curl -si ${a.url}/records/$ID -H "authorization: Bearer $HIGH"     # high: envelope + DEK`,
+    `  curl -si ${b.url}/records -H "authorization: Bearer $LOW"          # every record, oldest first`,
     '',
   ];
-  for (const [label, instance] of [
-    ['A', a],
-    ['B', b],
-  ] as const) {
-    lines.push(
-      `  # instance ${label}`,
-      `  ID=$(curl -s -X POST ${instance.url}/records -H "authorization: Bearer $HIGH" -H 'content-type: application/json' -d '{"patient":"Ada"}' | sed -E 's/.*"id":"([^"]+)".*/\\1/')`,
-      `  curl -si ${instance.url}/records/$ID -H "authorization: Bearer $LOW"      # low: plaintext`,
-      `  curl -si ${instance.url}/records/$ID -H "authorization: Bearer $MEDIUM"   # medium: envelope + share references + grant`,
-      `  curl -si ${instance.url}/records/$ID -H "authorization: Bearer $HIGH"     # high: envelope + DEK`,
-      '',
-    );
-  }
   lines.push(
     'A medium-tier client fetches k of its shares from the nodes itself, with the grant:',
     `  curl -s${curlTls} -H "authorization: Bearer <key.grant>" <key.shares[i].url>`,
@@ -744,6 +744,7 @@ async function main(): Promise<void> {
     dir,
     tls: options.tls,
     redis: { url: `redis://127.0.0.1:${redisPort}`, port: redisPort, dataDir: paths.redis },
+    exampleRecords: { redisUrl: `redis://127.0.0.1:${redisPort}`, keyPrefix: RECORDS_KEY_PREFIX },
     nodes: NODES.map((node, i) => {
       const nodeDir = join(dir, 'nodes', node.nodeId);
       return {
@@ -895,6 +896,9 @@ async function main(): Promise<void> {
   }
   const env = { ...process.env };
   delete env.KOS_DIR;
+  // The records are shared through Redis like the keys: a record written through A reads through B.
+  env.KOS_EXAMPLE_RECORDS_REDIS_URL = state.exampleRecords.redisUrl;
+  env.KOS_EXAMPLE_RECORDS_REDIS_PREFIX = state.exampleRecords.keyPrefix;
   const instanceStarts = state.instances.map((instance) => {
     const proc = launch(
       state,

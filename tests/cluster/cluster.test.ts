@@ -10,12 +10,13 @@ import { createKosRuntime, loadKosConfigFile, verifyAuditLog } from '@kos/kms-ad
 import type { JWK } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findRedisServerBinary, REDIS_SKIP_WARNING } from '../../test-support/redis-server.js';
+import { findRedisServerBinary, REDIS_SKIP_WARNING, sendRedisCommand } from '../../test-support/redis-server.js';
 
 /**
  * `npm run cluster` end to end: Redis, five kos-kms processes over mutual TLS and two KOS
- * instances of the Express example, driven over HTTP like an operator would, then stopped
- * with SIGINT. Also: a child that cannot start takes the whole cluster down, leaving nothing.
+ * instances of the Express example (records, keys and metadata shared through Redis), driven
+ * over HTTP like an operator would, then stopped with SIGINT. Also: a child that cannot start
+ * takes the whole cluster down, leaving nothing.
  */
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -30,7 +31,8 @@ interface ClusterState {
   state: string;
   supervisorPid: number;
   exitCode?: number;
-  redis: { url: string; dataDir: string };
+  redis: { url: string; port: number; dataDir: string };
+  exampleRecords: { redisUrl: string; keyPrefix: string };
   nodes: { nodeId: string; zone: string; url: string; auditLog: string; auditPublicKey: string }[];
   instances: { name: string; url: string; config: string; auditLog: string }[];
   identity: { token: string };
@@ -144,7 +146,7 @@ afterEach(async () => {
 });
 
 describeRedis('npm run cluster', () => {
-  it('runs Redis, five mutual-TLS nodes and two KOS instances sharing metadata; SIGINT stops them all', async () => {
+  it('runs Redis, five mutual-TLS nodes and two KOS instances sharing metadata and records; SIGINT stops them all', async () => {
     const parent = await mkdtemp(join(tmpdir(), 'kos-cluster-test-'));
     cleanup.push(parent);
     const dir = join(parent, 'cluster');
@@ -161,6 +163,8 @@ describeRedis('npm run cluster', () => {
     const config = JSON.parse(await readFile(state.instances[0]?.config as string, 'utf8'));
     expect(config.metadata).toEqual({ kind: 'redis', url: state.redis.url });
     expect(config.nodes[0]).toMatchObject({ kind: 'http', zone: 'zone-a', caFile: 'tls/ca.crt' });
+    // The example's records go to the same Redis, under a prefix apart from KOS's `kos:` keys.
+    expect(state.exampleRecords).toEqual({ redisUrl: state.redis.url, keyPrefix: 'kos-example:records:' });
 
     const output = cluster.output();
     for (const where of [...state.instances.map((i) => i.url), ...state.nodes.map((n) => n.url), state.redis.url]) {
@@ -221,7 +225,7 @@ describeRedis('npm run cluster', () => {
       const idA = await write(a.url, recordA);
       const idB = await write(b.url, recordB);
 
-      // Every tier through each instance (the example keeps records in the instance's memory).
+      // Every tier through the instance that wrote the record.
       for (const [base, id, record] of [
         [a.url, idA, recordA],
         [b.url, idB, recordB],
@@ -239,6 +243,44 @@ describeRedis('npm run cluster', () => {
         expect(highRead.tier).toBe('high');
         expect(((await createOpener().openBody(highRead.body)) as { data: unknown }).data).toEqual(record);
       }
+
+      // Shared records: what one instance stored, the other serves, at every tier (a load
+      // balancer may send the write to A and the read to B).
+      for (const [base, id, record] of [
+        [b.url, idA, recordA],
+        [a.url, idB, recordB],
+      ] as const) {
+        const lowRead = await read(base, id, low);
+        expect(lowRead.tier).toBe('low');
+        expect(lowRead.body).toEqual({ id, data: record });
+        const highRead = await read(base, id, high);
+        expect(highRead.tier).toBe('high');
+        expect(highRead.body.id).toBe(id);
+        expect(JSON.stringify(highRead.body)).not.toContain('"patient"');
+        expect(((await createOpener().openBody(highRead.body)) as { data: unknown }).data).toEqual(record);
+        const mediumRead = await read(base, id, medium);
+        expect(mediumRead.tier).toBe('medium');
+        expect(
+          ((await createOpener({ fetch: clientFetch }).openBody(mediumRead.body)) as { data: unknown }).data,
+        ).toEqual(record);
+      }
+      // Both instances list the same records, oldest first; Redis holds them as sealed JSON
+      // strings under the example's prefix (never in plaintext).
+      for (const base of [a.url, b.url]) {
+        const response = await fetch(`${base}/records`, { headers: { authorization: `Bearer ${low}` } });
+        expect(response.status).toBe(200);
+        expect(await response.json()).toEqual([
+          { id: idA, data: recordA },
+          { id: idB, data: recordB },
+        ]);
+      }
+      const prefix = state.exampleRecords.keyPrefix;
+      expect(await sendRedisCommand(state.redis.port, ['ZRANGE', `${prefix}order`, '0', '-1'])).toBe(
+        `*2\r\n$${idA.length}\r\n${idA}\r\n$${idB.length}\r\n${idB}\r\n`,
+      );
+      const storedA = (await sendRedisCommand(state.redis.port, ['HGET', `${prefix}data`, idA])) ?? '';
+      expect(storedA).toContain('"kos":1');
+      expect(storedA).not.toContain('patient');
 
       // Shared metadata: B's key material opens what A sealed. The DEK B releases is A's, and
       // the medium-tier share set B provisions on the nodes rebuilds the key of A's envelope.

@@ -1,17 +1,32 @@
 import { randomUUID } from 'node:crypto';
-import { browserAssets } from '@kos/example-shared';
+import { browserAssets, type RecordStore, recordStoreFailure, recordStoreFromEnv } from '@kos/example-shared';
 import { type KosMiddlewareOptions, kosMiddleware } from '@kos/express';
 import express from 'express';
+
+export interface ExampleAppOptions extends KosMiddlewareOptions {
+  /**
+   * Where the sealed records live. Default: from the environment (`options.env`, else
+   * `process.env`): Redis when KOS_EXAMPLE_RECORDS_REDIS_URL is set, else this process's
+   * memory. The store made here is returned as `records`; close it after `kos`.
+   */
+  readonly records?: RecordStore;
+}
 
 /**
  * The records API, protected by KOS. Routes keep storing and returning sealed envelopes; the
  * middleware turns each response into the caller's tier. Identical routes in examples/hono
  * and examples/koa.
  */
-export async function createApp(options: KosMiddlewareOptions = {}) {
-  const kos = kosMiddleware(options);
+export async function createApp(options: ExampleAppOptions = {}) {
+  const { records: given, ...kosOptions } = options;
+  // A malformed KOS_EXAMPLE_RECORDS_REDIS_URL is refused before KOS starts.
+  const openRecords = given ? async () => given : recordStoreFromEnv(options.env ?? process.env);
+  const kos = kosMiddleware(kosOptions);
   const runtime = await kos.ready;
-  const records = new Map<string, { id: string; data: unknown }>();
+  const records = await openRecords().catch(async (error: unknown) => {
+    await kos.close();
+    throw error;
+  });
   const app = express();
   app.disable('x-powered-by');
 
@@ -56,16 +71,33 @@ export async function createApp(options: KosMiddlewareOptions = {}) {
   app.use(express.json({ limit: '64kb' }));
   app.post('/records', async (req, res) => {
     const id = randomUUID();
-    records.set(id, { id, data: await kos.seal('records', req.body, { dataId: id }) });
+    const data = await kos.seal('records', req.body, { dataId: id });
+    try {
+      await records.put(id, data);
+    } catch (error) {
+      const failure = recordStoreFailure(error);
+      res.status(failure.status).json(failure.body);
+      return;
+    }
     res.status(201).json({ id });
   });
-  app.get('/records', (_req, res) => {
-    res.json([...records.values()]);
+  app.get('/records', async (_req, res) => {
+    try {
+      res.json(await records.list());
+    } catch (error) {
+      const failure = recordStoreFailure(error);
+      res.status(failure.status).json(failure.body);
+    }
   });
-  app.get('/records/:id', (req, res) => {
-    const record = records.get(req.params.id);
-    if (record) res.json(record);
-    else res.status(404).json({ error: { code: 'ERR_NOT_FOUND', message: 'no such record' } });
+  app.get('/records/:id', async (req, res) => {
+    try {
+      const record = await records.get(req.params.id);
+      if (record) res.json(record);
+      else res.status(404).json({ error: { code: 'ERR_NOT_FOUND', message: 'no such record' } });
+    } catch (error) {
+      const failure = recordStoreFailure(error);
+      res.status(failure.status).json(failure.body);
+    }
   });
-  return { app, kos, runtime };
+  return { app, kos, runtime, records };
 }

@@ -4,11 +4,18 @@ import { printInstructions } from '@kos/example-shared';
 import { createApp } from './app.js';
 
 const port = Number(process.env.PORT ?? 3000);
-const { app, kos, runtime } = await createApp();
+const { app, kos, runtime, records } = await createApp();
 const server = app.listen(port, '127.0.0.1', () => {
   const { port: actual } = server.address() as AddressInfo;
-  printInstructions('Express', `http://127.0.0.1:${actual}`, runtime.mode);
+  printInstructions('Express', `http://127.0.0.1:${actual}`, runtime.mode, records.description);
 });
-const stop = () => server.close(() => void kos.close().then(() => process.exit(0)));
+const stop = () =>
+  server.close(
+    () =>
+      void kos
+        .close()
+        .then(() => records.close())
+        .then(() => process.exit(0)),
+  );
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

@@ -1,13 +1,25 @@
 import { randomUUID } from 'node:crypto';
-import { browserAssets } from '@kos/example-shared';
+import { browserAssets, type RecordStore, recordStoreFailure, recordStoreFromEnv } from '@kos/example-shared';
 import { type KosMiddlewareOptions, type KosVariables, kosMiddleware } from '@kos/hono';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+
+export interface ExampleAppOptions extends KosMiddlewareOptions {
+  /** Where the sealed records live (default: from the environment, as in examples/express). */
+  readonly records?: RecordStore;
+}
 
 /** The records API, protected by KOS (same routes as examples/express and examples/koa). */
-export async function createApp(options: KosMiddlewareOptions = {}) {
-  const kos = kosMiddleware(options);
+export async function createApp(options: ExampleAppOptions = {}) {
+  const { records: given, ...kosOptions } = options;
+  // A malformed KOS_EXAMPLE_RECORDS_REDIS_URL is refused before KOS starts.
+  const openRecords = given ? async () => given : recordStoreFromEnv(options.env ?? process.env);
+  const kos = kosMiddleware(kosOptions);
   const runtime = await kos.ready;
-  const records = new Map<string, { id: string; data: unknown }>();
+  const records = await openRecords().catch(async (error: unknown) => {
+    await kos.close();
+    throw error;
+  });
   const app = new Hono<{ Variables: KosVariables }>();
 
   // Public routes, before KOS.
@@ -42,16 +54,35 @@ export async function createApp(options: KosMiddlewareOptions = {}) {
   // Everything below is protected.
   const api = new Hono<{ Variables: KosVariables }>();
   api.use(kos);
+  const storeFailure = (c: Context, error: unknown) => {
+    const failure = recordStoreFailure(error);
+    return c.json(failure.body, failure.status as ContentfulStatusCode);
+  };
   api.post('/records', async (c) => {
     const id = randomUUID();
-    records.set(id, { id, data: await kos.seal('records', await c.req.json(), { dataId: id }) });
+    const data = await kos.seal('records', await c.req.json(), { dataId: id });
+    try {
+      await records.put(id, data);
+    } catch (error) {
+      return storeFailure(c, error);
+    }
     return c.json({ id }, 201);
   });
-  api.get('/records', (c) => c.json([...records.values()]));
-  api.get('/records/:id', (c) => {
-    const record = records.get(c.req.param('id'));
-    return record ? c.json(record) : c.json({ error: { code: 'ERR_NOT_FOUND', message: 'no such record' } }, 404);
+  api.get('/records', async (c) => {
+    try {
+      return c.json(await records.list());
+    } catch (error) {
+      return storeFailure(c, error);
+    }
+  });
+  api.get('/records/:id', async (c) => {
+    try {
+      const record = await records.get(c.req.param('id'));
+      return record ? c.json(record) : c.json({ error: { code: 'ERR_NOT_FOUND', message: 'no such record' } }, 404);
+    } catch (error) {
+      return storeFailure(c, error);
+    }
   });
   app.route('/', api);
-  return { app, kos, runtime };
+  return { app, kos, runtime, records };
 }

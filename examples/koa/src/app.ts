@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
-import { browserAssets } from '@kos/example-shared';
+import { browserAssets, type RecordStore, recordStoreFailure, recordStoreFromEnv } from '@kos/example-shared';
 import { type KosMiddlewareOptions, type KosState, kosMiddleware } from '@kos/koa';
 import Koa from 'koa';
 
@@ -19,11 +19,22 @@ async function readJson(ctx: Koa.Context, limit: number): Promise<unknown> {
   }
 }
 
+export interface ExampleAppOptions extends KosMiddlewareOptions {
+  /** Where the sealed records live (default: from the environment, as in examples/express). */
+  readonly records?: RecordStore;
+}
+
 /** The records API, protected by KOS (same routes as examples/express and examples/hono). */
-export async function createApp(options: KosMiddlewareOptions = {}) {
-  const kos = kosMiddleware(options);
+export async function createApp(options: ExampleAppOptions = {}) {
+  const { records: given, ...kosOptions } = options;
+  // A malformed KOS_EXAMPLE_RECORDS_REDIS_URL is refused before KOS starts.
+  const openRecords = given ? async () => given : recordStoreFromEnv(options.env ?? process.env);
+  const kos = kosMiddleware(kosOptions);
   const runtime = await kos.ready;
-  const records = new Map<string, { id: string; data: unknown }>();
+  const records = await openRecords().catch(async (error: unknown) => {
+    await kos.close();
+    throw error;
+  });
   const app = new Koa<KosState>();
 
   // Public routes, before KOS.
@@ -67,24 +78,43 @@ export async function createApp(options: KosMiddlewareOptions = {}) {
 
   // Everything below is protected.
   const api = new Router<KosState>();
+  const storeFailure = (ctx: Koa.Context, error: unknown) => {
+    const failure = recordStoreFailure(error);
+    ctx.status = failure.status;
+    ctx.body = failure.body;
+  };
   api.post('/records', async (ctx) => {
     const id = randomUUID();
-    records.set(id, { id, data: await kos.seal('records', await readJson(ctx, 64 * 1024), { dataId: id }) });
+    const data = await kos.seal('records', await readJson(ctx, 64 * 1024), { dataId: id });
+    try {
+      await records.put(id, data);
+    } catch (error) {
+      storeFailure(ctx, error);
+      return;
+    }
     ctx.status = 201;
     ctx.body = { id };
   });
-  api.get('/records', (ctx) => {
-    ctx.body = [...records.values()];
+  api.get('/records', async (ctx) => {
+    try {
+      ctx.body = await records.list();
+    } catch (error) {
+      storeFailure(ctx, error);
+    }
   });
-  api.get('/records/:id', (ctx) => {
-    const record = records.get(ctx.params.id as string);
-    if (record) ctx.body = record;
-    else {
-      ctx.status = 404;
-      ctx.body = { error: { code: 'ERR_NOT_FOUND', message: 'no such record' } };
+  api.get('/records/:id', async (ctx) => {
+    try {
+      const record = await records.get(ctx.params.id as string);
+      if (record) ctx.body = record;
+      else {
+        ctx.status = 404;
+        ctx.body = { error: { code: 'ERR_NOT_FOUND', message: 'no such record' } };
+      }
+    } catch (error) {
+      storeFailure(ctx, error);
     }
   });
   app.use(kos);
   app.use(api.routes());
-  return { app, kos, runtime };
+  return { app, kos, runtime, records };
 }

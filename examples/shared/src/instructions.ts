@@ -1,8 +1,14 @@
 /** What `npm start` prints: how to try each tier with curl, the browser page and the demo. */
-export function printInstructions(framework: string, base: string, mode: 'embedded' | 'configured'): void {
+export function printInstructions(
+  framework: string,
+  base: string,
+  mode: 'embedded' | 'configured',
+  records = "this process's memory",
+): void {
   const token = (score: number) => `$(npm run -s token -- --client alice --score ${score})`;
   console.log(`
 KOS example (${framework}) listening on ${base}  [${mode === 'embedded' ? `embedded default: keys, metadata and 5 KMS nodes in ${process.env.KOS_DIR ?? './.kos'}` : 'configured'}]
+Records (sealed envelopes) are kept in ${records}.
 
 Try the three tiers (tokens are development identity tokens for client "alice"):
 
