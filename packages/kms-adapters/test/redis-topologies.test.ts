@@ -9,7 +9,9 @@ import {
   findRedisServerBinary,
   REDIS_SKIP_WARNING,
   type RedisCluster,
+  sendRedisCommand,
   startRedisCluster,
+  startRedisServer,
 } from '../../../test-support/redis-server.js';
 import {
   createKosRuntime,
@@ -247,5 +249,42 @@ describeRedis('Redis connections that cannot be made', () => {
     expect((error as { code?: string }).code).toBe('ERR_STORE_IO');
     expect(String((error as Error).message)).not.toContain('s3cret');
     expect(String((error as Error).cause)).not.toContain('s3cret');
+  });
+});
+
+describeRedis('a runtime that fails to start', () => {
+  it('closes the Redis connections it opened before the failing step (metadata up, a node unreachable)', async () => {
+    const server = await startRedisServer({ persistence: 'aof' });
+    if (!server) throw new Error('redis-server did not start');
+    const dir = await mkdtemp(join(tmpdir(), 'kos-startup-'));
+    try {
+      const signing = await generateKeyPair('EdDSA', { extractable: true });
+      const identity = await generateKeyPair('EdDSA', { extractable: true });
+      const clients = async () =>
+        ((await sendRedisCommand(server.port, ['CLIENT', 'LIST'])) ?? '')
+          .split('\n')
+          .filter((line) => line.includes('id='));
+      const before = (await clients()).length;
+      await expect(
+        createKosRuntime({
+          env: {},
+          config: {
+            issuer: 'https://kos.test',
+            signingKey: signing.privateKey,
+            identity: { key: await exportJWK(identity.publicKey), algorithms: ['EdDSA'], issuer: 'i', audience: 'a' },
+            metadata: { kind: 'redis', url: server.url },
+            nodes: [
+              { nodeId: 'node-1', kind: 'file', dir: join(dir, 'n1') },
+              { nodeId: 'node-2', kind: 'redis', url: 'redis://127.0.0.1:1', connectTimeoutMs: 500 },
+            ],
+          },
+        }),
+      ).rejects.toMatchObject({ code: 'ERR_STORE_IO' });
+      // Only this check's own connection is left: the runtime's metadata client was closed.
+      await expect.poll(async () => (await clients()).length, { timeout: 3000 }).toBe(before);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      await server.stop();
+    }
   });
 });

@@ -177,8 +177,10 @@ async function buildNodes(
   prefix: string,
   audit: AuditTrail | undefined,
   logger: KosLogger,
-): Promise<Built> {
-  const built: Built = { stores: [], publicUrls: new Map(), mounted: new Map(), closers: [] };
+  /** Each connection opened is registered here at once (so a later failure can close it). */
+  closers: Built['closers'],
+): Promise<Omit<Built, 'closers'>> {
+  const built: Omit<Built, 'closers'> = { stores: [], publicUrls: new Map(), mounted: new Map() };
   for (const node of nodes) {
     const zone = node.zone === undefined ? {} : { zone: node.zone };
     if ('store' in node) {
@@ -200,7 +202,7 @@ async function buildNodes(
         ...(key ? { key } : {}),
       });
       built.stores.push(store);
-      built.closers.push(() => store.close?.() ?? Promise.resolve());
+      closers.push(() => store.close?.() ?? Promise.resolve());
       built.publicUrls.set(node.nodeId, node.publicUrl ?? node.url);
       continue;
     }
@@ -211,7 +213,7 @@ async function buildNodes(
       replay = createFileMetadataStore({ dir: join(node.dir, 'replay'), lockStaleMs: 2000 });
     } else {
       const redis = await openRedis(node, `node ${node.nodeId}`, logger);
-      built.closers.push(() => redis.quit());
+      closers.push(() => redis.quit());
       const { createRedisShareStore } = await import('../redis/redis-share-store.js');
       const { createRedisMetadataStore } = await import('../redis/redis-metadata-store.js');
       const keyPrefix = `kos:kms:${node.nodeId}:`;
@@ -410,146 +412,164 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
   const tokens = createTokenIssuer({ issuer, privateKey: signingKey as CryptoKey, ...(keyId ? { keyId } : {}) });
   const closers: Built['closers'] = [];
   const logger = safeLogger(options.logger ?? config.logger);
-  const metadata = await buildMetadata(config.metadata, closers, logger);
-  const needsVerifier = (config.nodes ?? []).some((node) => 'kind' in node && node.kind !== 'http');
-  if (needsVerifier && !signingPublic) {
-    throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: in-process nodes need signingKeyFile (to verify grants)');
+  // Whatever start-up opened (Redis connections, audit files, the rotation scheduler) is closed
+  // again when a later step fails, so a failed start leaves nothing running.
+  let openedAudit: AuditTrail | undefined;
+  try {
+    const metadata = await buildMetadata(config.metadata, closers, logger);
+    const needsVerifier = (config.nodes ?? []).some((node) => 'kind' in node && node.kind !== 'http');
+    if (needsVerifier && !signingPublic) {
+      throw new KosError('ERR_INVALID_OPTIONS', 'kos runtime: in-process nodes need signingKeyFile (to verify grants)');
+    }
+    const auditConfig = config.audit || options.audit ? { ...config.audit, ...options.audit } : undefined;
+    const audit = await openAuditTrail(auditConfig, signingKey as CryptoKey, auditFailureLogger(logger));
+    openedAudit = audit;
+    const observed = await resolveRuntimeMetrics(options.metrics ?? config.metrics, {
+      // The embedded default runs without prom-client; a configuration that asks for it does not.
+      optional: mintDevToken !== undefined && options.metrics === undefined,
+      logger,
+    });
+    const metrics = observed.metrics;
+    const tracing = await loadTracing();
+    const built = await buildNodes(
+      config.nodes ?? [],
+      tokens,
+      signingPublic as CryptoKey,
+      issuer,
+      prefix,
+      audit,
+      logger,
+      closers,
+    );
+    const tiers = createTierPolicy(config.tiers);
+    const keys = new KeyManager({
+      metadata,
+      nodes: built.stores,
+      tierPolicy: tiers,
+      metrics,
+      logger,
+      ...(audit ? { onEvent: (event) => void audit.record(auditEventOf(event)).catch(() => undefined) } : {}),
+      ...(config.systemShares ? { systemShares: config.systemShares } : {}),
+      ...(config.rotationPeriodMs !== undefined ? { rotationPeriodMs: config.rotationPeriodMs } : {}),
+    });
+    // Opt-in: this instance rotates due keys itself (safe with several instances: rotation is locked).
+    const scheduler: RotationScheduler | undefined =
+      config.rotationCheckIntervalMs === undefined
+        ? undefined
+        : startRotationScheduler(keys, {
+            intervalMs: config.rotationCheckIntervalMs,
+            onRotated: (kids) => logger.info({ kids: [...kids] }, 'kos: scheduled rotation'),
+            onError: (error) =>
+              logger.warn(
+                { code: (error as { code?: unknown })?.code ?? 'ERR_INTERNAL', details: (error as KosError)?.details },
+                'kos: scheduled rotation failed',
+              ),
+          });
+    if (scheduler) closers.push(async () => scheduler.stop());
+    const access: AccessControl =
+      config.access && 'assertAllowed' in config.access
+        ? config.access
+        : createAccessControl({
+            metadata,
+            defaultDeny: (config.access as { defaultDeny?: boolean })?.defaultDeny ?? true,
+          });
+    const kos = createKos({
+      keys,
+      identity: buildIdentity(config.identity as NonNullable<KosRuntimeConfig['identity']>),
+      access,
+      tokens,
+      nodes: built.publicUrls,
+      tiers,
+      metrics,
+      ...(config.autoCreateKeys ? { autoCreateKeys: true } : {}),
+      ...(audit ? { audit } : {}),
+    });
+    await audit?.record({
+      type: 'startup',
+      outcome: 'ok',
+      details: {
+        mode: mintDevToken ? 'embedded' : 'configured',
+        issuer,
+        nodes: (config.nodes ?? []).map((node) => ({
+          nodeId: node.nodeId,
+          kind: 'store' in node ? 'store' : node.kind,
+          ...(node.zone ? { zone: node.zone } : {}),
+        })),
+        metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
+        systemShares: keys.systemShares,
+        tiers: tiers.options,
+        defaultDeny: access.defaultDeny,
+        auditFailClosed: audit.failClosed,
+      },
+    });
+
+    logger.info(
+      {
+        mode: mintDevToken ? 'embedded' : 'configured',
+        issuer,
+        nodes: (config.nodes ?? []).map((node) => ({
+          nodeId: node.nodeId,
+          kind: 'store' in node ? 'store' : node.kind,
+          ...(node.zone ? { zone: node.zone } : {}),
+        })),
+        metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
+        systemShares: keys.systemShares,
+        audit: audit ? (audit.failClosed ? 'fail-closed' : 'on') : 'off',
+        metrics: observed.kind,
+        tracing,
+      },
+      'kos: started',
+    );
+
+    const runtimeNodes: RuntimeNode[] = (config.nodes ?? []).map((node, index) => ({
+      nodeId: node.nodeId,
+      kind: 'store' in node ? 'store' : node.kind,
+      publicUrl: built.publicUrls.get(node.nodeId) as string,
+      store: built.stores[index] as ShareStore,
+    }));
+    return {
+      kos,
+      access,
+      metadata,
+      nodes: runtimeNodes,
+      metadataKind: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
+      mode: mintDevToken ? 'embedded' : 'configured',
+      mountPrefix: prefix,
+      async handleKms(request) {
+        let path: string;
+        try {
+          path = request.path ?? new URL(request.url).pathname;
+        } catch {
+          throw new KosError('ERR_INVALID_ARGUMENT', 'bad request URL');
+        }
+        if (!path.startsWith(`${prefix}/`)) return undefined;
+        const rest = path.slice(prefix.length + 1);
+        const slash = rest.indexOf('/');
+        const nodeId = slash === -1 ? rest : rest.slice(0, slash);
+        const handler = built.mounted.get(nodeId);
+        if (!handler) return undefined;
+        return handler({
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          body: request.body,
+          path: slash === -1 ? '/' : rest.slice(slash),
+        });
+      },
+      ...(mintDevToken ? { mintDevToken } : {}),
+      ...(audit ? { audit } : {}),
+      metrics,
+      logger,
+      ...(observed.text ? { metricsText: observed.text, metricsContentType: observed.contentType as string } : {}),
+      async close() {
+        await audit?.close().catch(() => undefined);
+        for (const close of closers.reverse()) await close().catch(() => undefined);
+        await metadata.close?.();
+      },
+    };
+  } catch (error) {
+    await openedAudit?.close().catch(() => undefined);
+    for (const close of [...closers].reverse()) await close().catch(() => undefined);
+    throw error;
   }
-  const auditConfig = config.audit || options.audit ? { ...config.audit, ...options.audit } : undefined;
-  const audit = await openAuditTrail(auditConfig, signingKey as CryptoKey, auditFailureLogger(logger));
-  const observed = await resolveRuntimeMetrics(options.metrics ?? config.metrics, {
-    // The embedded default runs without prom-client; a configuration that asks for it does not.
-    optional: mintDevToken !== undefined && options.metrics === undefined,
-    logger,
-  });
-  const metrics = observed.metrics;
-  const tracing = await loadTracing();
-  const built = await buildNodes(config.nodes ?? [], tokens, signingPublic as CryptoKey, issuer, prefix, audit, logger);
-  closers.push(...built.closers);
-  const tiers = createTierPolicy(config.tiers);
-  const keys = new KeyManager({
-    metadata,
-    nodes: built.stores,
-    tierPolicy: tiers,
-    metrics,
-    logger,
-    ...(audit ? { onEvent: (event) => void audit.record(auditEventOf(event)).catch(() => undefined) } : {}),
-    ...(config.systemShares ? { systemShares: config.systemShares } : {}),
-    ...(config.rotationPeriodMs !== undefined ? { rotationPeriodMs: config.rotationPeriodMs } : {}),
-  });
-  // Opt-in: this instance rotates due keys itself (safe with several instances: rotation is locked).
-  const scheduler: RotationScheduler | undefined =
-    config.rotationCheckIntervalMs === undefined
-      ? undefined
-      : startRotationScheduler(keys, {
-          intervalMs: config.rotationCheckIntervalMs,
-          onRotated: (kids) => logger.info({ kids: [...kids] }, 'kos: scheduled rotation'),
-          onError: (error) =>
-            logger.warn(
-              { code: (error as { code?: unknown })?.code ?? 'ERR_INTERNAL', details: (error as KosError)?.details },
-              'kos: scheduled rotation failed',
-            ),
-        });
-  if (scheduler) closers.push(async () => scheduler.stop());
-  const access: AccessControl =
-    config.access && 'assertAllowed' in config.access
-      ? config.access
-      : createAccessControl({
-          metadata,
-          defaultDeny: (config.access as { defaultDeny?: boolean })?.defaultDeny ?? true,
-        });
-  const kos = createKos({
-    keys,
-    identity: buildIdentity(config.identity as NonNullable<KosRuntimeConfig['identity']>),
-    access,
-    tokens,
-    nodes: built.publicUrls,
-    tiers,
-    metrics,
-    ...(config.autoCreateKeys ? { autoCreateKeys: true } : {}),
-    ...(audit ? { audit } : {}),
-  });
-  await audit?.record({
-    type: 'startup',
-    outcome: 'ok',
-    details: {
-      mode: mintDevToken ? 'embedded' : 'configured',
-      issuer,
-      nodes: (config.nodes ?? []).map((node) => ({
-        nodeId: node.nodeId,
-        kind: 'store' in node ? 'store' : node.kind,
-        ...(node.zone ? { zone: node.zone } : {}),
-      })),
-      metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
-      systemShares: keys.systemShares,
-      tiers: tiers.options,
-      defaultDeny: access.defaultDeny,
-      auditFailClosed: audit.failClosed,
-    },
-  });
-
-  logger.info(
-    {
-      mode: mintDevToken ? 'embedded' : 'configured',
-      issuer,
-      nodes: (config.nodes ?? []).map((node) => ({
-        nodeId: node.nodeId,
-        kind: 'store' in node ? 'store' : node.kind,
-        ...(node.zone ? { zone: node.zone } : {}),
-      })),
-      metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
-      systemShares: keys.systemShares,
-      audit: audit ? (audit.failClosed ? 'fail-closed' : 'on') : 'off',
-      metrics: observed.kind,
-      tracing,
-    },
-    'kos: started',
-  );
-
-  const runtimeNodes: RuntimeNode[] = (config.nodes ?? []).map((node, index) => ({
-    nodeId: node.nodeId,
-    kind: 'store' in node ? 'store' : node.kind,
-    publicUrl: built.publicUrls.get(node.nodeId) as string,
-    store: built.stores[index] as ShareStore,
-  }));
-  return {
-    kos,
-    access,
-    metadata,
-    nodes: runtimeNodes,
-    metadataKind: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
-    mode: mintDevToken ? 'embedded' : 'configured',
-    mountPrefix: prefix,
-    async handleKms(request) {
-      let path: string;
-      try {
-        path = request.path ?? new URL(request.url).pathname;
-      } catch {
-        throw new KosError('ERR_INVALID_ARGUMENT', 'bad request URL');
-      }
-      if (!path.startsWith(`${prefix}/`)) return undefined;
-      const rest = path.slice(prefix.length + 1);
-      const slash = rest.indexOf('/');
-      const nodeId = slash === -1 ? rest : rest.slice(0, slash);
-      const handler = built.mounted.get(nodeId);
-      if (!handler) return undefined;
-      return handler({
-        method: request.method,
-        url: request.url,
-        headers: request.headers,
-        body: request.body,
-        path: slash === -1 ? '/' : rest.slice(slash),
-      });
-    },
-    ...(mintDevToken ? { mintDevToken } : {}),
-    ...(audit ? { audit } : {}),
-    metrics,
-    logger,
-    ...(observed.text ? { metricsText: observed.text, metricsContentType: observed.contentType as string } : {}),
-    async close() {
-      await audit?.close().catch(() => undefined);
-      for (const close of closers.reverse()) await close().catch(() => undefined);
-      await metadata.close?.();
-    },
-  };
 }
