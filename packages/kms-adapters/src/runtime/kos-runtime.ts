@@ -568,8 +568,27 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       },
     };
   } catch (error) {
-    await openedAudit?.close().catch(() => undefined);
-    for (const close of [...closers].reverse()) await close().catch(() => undefined);
+    // Each close gets a bounded wait: a failed start must report its error, never hang on a
+    // connection that cannot even close.
+    const audit = openedAudit;
+    if (audit) await closeWithin(STARTUP_CLEANUP_MS, () => audit.close());
+    for (const close of [...closers].reverse()) await closeWithin(STARTUP_CLEANUP_MS, close);
     throw error;
   }
+}
+
+/** How long a failed start waits for each thing it opened to close. */
+const STARTUP_CLEANUP_MS = 2000;
+
+/** Runs `close`, waiting at most `ms` for it (errors ignored; the timer does not keep the process alive). */
+async function closeWithin(ms: number, close: () => Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    close().catch(() => undefined),
+    new Promise<void>((done) => {
+      timer = setTimeout(done, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
