@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ClientKeyPair, createOpener } from '@kos/core/client';
+import { createOpener, generateClientKeyPair } from '@kos/core/client';
 import { createApp } from '@kos/example-express';
 
 const dir = await mkdtemp(join(tmpdir(), 'kos-demo-'));
@@ -16,19 +16,6 @@ const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 const mint = runtime.mintDevToken as NonNullable<typeof runtime.mintDevToken>;
 const record = { patient: 'Ada Lovelace', diagnosis: 'analytical engine fever' };
 let failures = 0;
-
-async function clientKey(): Promise<ClientKeyPair> {
-  const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-  const { kty, crv, x, y, d } = await crypto.subtle.exportKey('jwk', pair.privateKey);
-  const decryptionKey = await crypto.subtle.importKey(
-    'jwk',
-    { kty, crv, x, y, d } as JsonWebKey,
-    { name: 'ECDH', namedCurve: 'P-256' },
-    false,
-    ['deriveBits'],
-  );
-  return { privateKey: pair.privateKey, publicJwk: { kty, crv, x, y } as JsonWebKey, alg: 'ES256', decryptionKey };
-}
 
 /** What a client received, described without printing key material. */
 function describe(data: Record<string, unknown>): string {
@@ -63,7 +50,7 @@ try {
     ['high', 90, false],
     ['high, key-wrapped (JWE)', 92, true],
   ] as const) {
-    const key = withKey ? await clientKey() : undefined;
+    const key = withKey ? await generateClientKeyPair() : undefined;
     const token = await mint({ clientId: `demo-${score}`, score, publicJwk: key?.publicJwk as never });
     const response = await fetch(`${base}/records/${id}`, { headers: { authorization: `Bearer ${token}` } });
     const body = (await response.json()) as { data: Record<string, unknown> };

@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { createAccessControl } from '@kos/core';
-import { type ClientKeyPair, createOpener, isKosError } from '@kos/core/client';
+import { type ClientKeyPair, createOpener, generateClientKeyPair, isKosError } from '@kos/core/client';
 import { createApp } from '@kos/example-express';
 import { createFileMetadataStore, type KosRuntimeConfig } from '@kos/kms-adapters';
 import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -337,19 +337,6 @@ interface Client {
   readonly profile: Profile;
   readonly token: string;
   readonly key: ClientKeyPair | undefined;
-}
-
-async function clientKey(): Promise<ClientKeyPair> {
-  const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-  const { kty, crv, x, y, d } = await crypto.subtle.exportKey('jwk', pair.privateKey);
-  const decryptionKey = await crypto.subtle.importKey(
-    'jwk',
-    { kty, crv, x, y, d } as JsonWebKey,
-    { name: 'ECDH', namedCurve: 'P-256' },
-    false,
-    ['deriveBits'],
-  );
-  return { privateKey: pair.privateKey, publicJwk: { kty, crv, x, y } as JsonWebKey, alg: 'ES256', decryptionKey };
 }
 
 async function identityToken(
@@ -689,7 +676,7 @@ async function main(): Promise<number> {
     for (const profile of PROFILES) {
       for (let i = 0; i < CLIENTS_PER_PROFILE; i++) {
         const id = `soak-${profile.name.replace('+', '-')}-${i + 1}`;
-        const key = profile.withKey ? await clientKey() : undefined;
+        const key = profile.withKey ? await generateClientKeyPair() : undefined;
         await access.grant(id, KID);
         clients.push({
           id,

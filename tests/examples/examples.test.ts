@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { serve } from '@hono/node-server';
-import { type ClientKeyPair, createOpener } from '@kos/core/client';
+import { createOpener, generateClientKeyPair } from '@kos/core/client';
 import { createApp as createExpressApp } from '@kos/example-express';
 import { createApp as createHonoApp } from '@kos/example-hono';
 import { createApp as createKoaApp } from '@kos/example-koa';
@@ -62,19 +62,6 @@ const starters: Record<string, (dir: string) => Promise<Running>> = {
   },
 };
 
-async function clientKey(): Promise<ClientKeyPair> {
-  const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-  const { kty, crv, x, y, d } = await crypto.subtle.exportKey('jwk', pair.privateKey);
-  const decryptionKey = await crypto.subtle.importKey(
-    'jwk',
-    { kty, crv, x, y, d } as JsonWebKey,
-    { name: 'ECDH', namedCurve: 'P-256' },
-    false,
-    ['deriveBits'],
-  );
-  return { privateKey: pair.privateKey, publicJwk: { kty, crv, x, y } as JsonWebKey, alg: 'ES256', decryptionKey };
-}
-
 /**
  * The example apps on the embedded default: with no configuration, one process serves the
  * API and five file-backed KMS nodes from a fresh `.kos/` folder, and all three tiers —
@@ -122,7 +109,7 @@ describe.each(Object.keys(starters))('the %s example on the embedded default', (
   ] as const)(
     'delivers %s tier (score %d, client key: %s) and the client ends with the plaintext',
     async (tier, score, withKey) => {
-      const key = withKey ? await clientKey() : undefined;
+      const key = withKey ? await generateClientKeyPair() : undefined;
       const token = await app.mint({ clientId: `c-${score}`, score, ...(key ? { publicJwk: key.publicJwk } : {}) });
       const response = await fetch(`${app.base}/records/${id}`, { headers: { authorization: `Bearer ${token}` } });
       expect(response.status).toBe(200);

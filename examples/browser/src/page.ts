@@ -1,5 +1,5 @@
 // Runs in the browser: the client side of KOS's three tiers. Bundled by assets.ts.
-import { type ClientKeyPair, createOpener } from '@kos/core/client';
+import { createOpener, generateClientKeyPair } from '@kos/core/client';
 
 const SECRET = { patient: 'Ada Lovelace', diagnosis: 'analytical engine fever', notes: 'seen in the browser' };
 const CLIENTS = [
@@ -7,20 +7,6 @@ const CLIENTS = [
   { row: 'result-medium', score: 65 },
   { row: 'result-low', score: 30 },
 ] as const;
-
-/** A P-256 key pair: signs DPoP proofs (ES256) and unwraps high-tier keys (ECDH-ES). */
-async function makeClientKey(): Promise<ClientKeyPair> {
-  const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-  const { kty, crv, x, y, d } = await crypto.subtle.exportKey('jwk', pair.privateKey);
-  const decryptionKey = await crypto.subtle.importKey(
-    'jwk',
-    { kty, crv, x, y, d } as JsonWebKey,
-    { name: 'ECDH', namedCurve: 'P-256' },
-    false,
-    ['deriveBits'],
-  );
-  return { privateKey: pair.privateKey, publicJwk: { kty, crv, x, y } as JsonWebKey, alg: 'ES256', decryptionKey };
-}
 
 async function devToken(clientId: string, score: number, publicJwk: JsonWebKey): Promise<string> {
   const response = await fetch('/dev/token', {
@@ -42,7 +28,7 @@ function show(row: string, cells: { tier?: string; where?: string; value?: strin
 async function run(): Promise<void> {
   const state = document.getElementById('state') as HTMLElement;
   state.textContent = 'running…';
-  const clientKey = await makeClientKey();
+  const clientKey = await generateClientKeyPair();
   const writer = await devToken('browser-writer', 95, clientKey.publicJwk);
   const created = await fetch('/records', {
     method: 'POST',

@@ -1,4 +1,5 @@
 // @kos/core/client — the browser-safe client opener (Web APIs and @noble only).
+export { generateClientKeyPair } from './client/client-key.js';
 export {
   type ClientKeyPair,
   createOpener,
