@@ -484,19 +484,23 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       ...(config.autoCreateKeys ? { autoCreateKeys: true } : {}),
       ...(audit ? { audit } : {}),
     });
+    // What this instance started with: recorded in the audit trail and logged.
+    const startup = {
+      mode: (mintDevToken ? 'embedded' : 'configured') as KosRuntime['mode'],
+      issuer,
+      nodes: (config.nodes ?? []).map((node) => ({
+        nodeId: node.nodeId,
+        kind: 'store' in node ? 'store' : node.kind,
+        ...(node.zone ? { zone: node.zone } : {}),
+      })),
+      metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
+      systemShares: keys.systemShares,
+    };
     await audit?.record({
       type: 'startup',
       outcome: 'ok',
       details: {
-        mode: mintDevToken ? 'embedded' : 'configured',
-        issuer,
-        nodes: (config.nodes ?? []).map((node) => ({
-          nodeId: node.nodeId,
-          kind: 'store' in node ? 'store' : node.kind,
-          ...(node.zone ? { zone: node.zone } : {}),
-        })),
-        metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
-        systemShares: keys.systemShares,
+        ...startup,
         tiers: tiers.options,
         defaultDeny: access.defaultDeny,
         auditFailClosed: audit.failClosed,
@@ -505,15 +509,7 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
 
     logger.info(
       {
-        mode: mintDevToken ? 'embedded' : 'configured',
-        issuer,
-        nodes: (config.nodes ?? []).map((node) => ({
-          nodeId: node.nodeId,
-          kind: 'store' in node ? 'store' : node.kind,
-          ...(node.zone ? { zone: node.zone } : {}),
-        })),
-        metadata: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
-        systemShares: keys.systemShares,
+        ...startup,
         audit: audit ? (audit.failClosed ? 'fail-closed' : 'on') : 'off',
         metrics: observed.kind,
         tracing,
@@ -532,8 +528,8 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
       access,
       metadata,
       nodes: runtimeNodes,
-      metadataKind: config.metadata && 'kind' in config.metadata ? config.metadata.kind : 'store',
-      mode: mintDevToken ? 'embedded' : 'configured',
+      metadataKind: startup.metadata,
+      mode: startup.mode,
       mountPrefix: prefix,
       async handleKms(request) {
         let path: string;
