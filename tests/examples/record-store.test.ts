@@ -255,7 +255,11 @@ describeRedis('the Redis record store against a real redis-server', () => {
         });
         expect(Date.now() - started).toBeLessThan(3000);
       }
-      expect(logs.some((line) => line.includes(`record store redis://127.0.0.1:${own.port} unreachable`))).toBe(true);
+      // The outage is logged from the client's 'close'/'error' events, which may come after a
+      // call already failed on the dead socket.
+      await expect
+        .poll(() => logs.some((line) => line.includes(`record store redis://127.0.0.1:${own.port} unreachable`)))
+        .toBe(true);
       await own.restart();
       const deadline = Date.now() + 10_000;
       let listed: unknown;
