@@ -32,21 +32,8 @@ export {
 export { createMemoryMetadataStore } from './memory-metadata-store.js';
 export { createMemoryShareStore, type MemoryShareStoreOptions } from './memory-share-store.js';
 export { type RewrapOptions, type RewrapProgress, rewrapRecord, rewrapRecords } from './operations/rewrap-records.js';
-export type { RedisClient } from './redis/redis-client.js';
-export {
-  createRedisMetadataStore,
-  type RedisMetadataStore,
-  type RedisMetadataStoreOptions,
-} from './redis/redis-metadata-store.js';
-export {
-  PERSISTENCE_OFF_MESSAGE,
-  type RedisPersistenceState,
-  type RedisPersistenceStatus,
-  type RedisServerPersistence,
-  type RequirePersistence,
-  readRedisPersistence,
-} from './redis/redis-persistence.js';
-export { createRedisShareStore, type RedisShareStore, type RedisShareStoreOptions } from './redis/redis-share-store.js';
+// The Redis stores (also their own entry point, @kos/kms-adapters/redis).
+export * from './redis.js';
 export {
   assertRuntimeOptions,
   mergeVary,
