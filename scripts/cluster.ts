@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { findRedisServerBinary, sendRedisCommand } from '../test-support/redis-server.js';
 import { createTestPki } from '../test-support/tls.js';
+import { watchdogScript } from '../test-support/watchdog.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const KMS_CLI = join(ROOT, 'packages/kms-adapters/src/kms-node/cli.ts');
@@ -55,23 +56,8 @@ const TAIL_LINES = 20;
 /** Ready line the tests (and scripts) wait for. */
 export const READY_LINE = 'KOS cluster ready';
 
-/**
- * Runs "$@" in the background, prints its pid, waits for it and exits with its status; when
- * the supervisor dies (its end of our stdin closes) the watcher kills the child. The same
- * approach as test-support/redis-server.ts.
- */
-const WATCHDOG_SCRIPT = `
-exec 3<&0
-"$@" </dev/null &
-pid=$!
-echo "kos-cluster-pid $pid"
-( while read -r _ <&3; do :; done; kill -KILL "$pid" 2>/dev/null ) &
-watcher=$!
-wait "$pid"
-status=$?
-kill "$watcher" 2>/dev/null
-exit "$status"
-`;
+/** Each child runs under the watchdog the test Redis servers use (test-support/watchdog.ts). */
+const WATCHDOG_SCRIPT = watchdogScript('kos-cluster-pid');
 const PID_LINE = /^kos-cluster-pid (\d+)$/;
 
 type Role = 'redis' | 'node' | 'instance';

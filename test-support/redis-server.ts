@@ -5,6 +5,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { watchdogScript } from './watchdog.js';
 
 /**
  * Private redis-server processes for tests: each on a free loopback port with its own data
@@ -73,24 +74,8 @@ export interface RedisCluster {
   stop(): Promise<void>;
 }
 
-/**
- * Runs redis-server under a small `sh` watchdog: the watchdog prints redis's pid, waits for it
- * and exits with its status; and when this test process dies in any way (even SIGKILL of a
- * test worker) the watchdog's stdin pipe closes and it kills redis-server, so no server
- * outlives the tests that started it.
- */
-const WATCHDOG_SCRIPT = `
-exec 3<&0
-"$@" </dev/null &
-pid=$!
-echo "kos-redis-pid $pid"
-( while read -r _ <&3; do :; done; kill -KILL "$pid" 2>/dev/null ) &
-watcher=$!
-wait "$pid"
-status=$?
-kill "$watcher" 2>/dev/null
-exit "$status"
-`;
+/** redis-server runs under the watchdog (./watchdog.ts): no server outlives the tests that started it. */
+const WATCHDOG_SCRIPT = watchdogScript('kos-redis-pid');
 const PID_LINE = /kos-redis-pid (\d+)/;
 
 function isExecutable(path: string): boolean {
