@@ -10,7 +10,17 @@ export {
   createLoggerSink,
 } from './audit/audit-trail.js';
 export { auditEventOf } from './audit/key-events.js';
-export { concatBytes, equalBytes, fromBase64url, fromUtf8, toBase64url, utf8, utf8Length, wipe } from './bytes.js';
+export {
+  concatBytes,
+  equalBytes,
+  fromBase64url,
+  fromUtf8,
+  fromUtf8Lossy,
+  toBase64url,
+  utf8,
+  utf8Length,
+  wipe,
+} from './bytes.js';
 export { aeadOpen, aeadSeal } from './crypto/aead.js';
 export {
   AEAD_ALGORITHMS,

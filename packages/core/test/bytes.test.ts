@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { equalBytes, fromBase64url, toBase64url, utf8, utf8Length } from '../src/index.js';
+import { equalBytes, fromBase64url, fromUtf8Lossy, toBase64url, utf8, utf8Length } from '../src/index.js';
 import { expectKosError } from './helpers.js';
 
 describe('strict base64url', () => {
@@ -73,5 +73,18 @@ describe('equalBytes', () => {
     expect(equalBytes(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2, 3))).toBe(true);
     expect(equalBytes(Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2, 4))).toBe(false);
     expect(equalBytes(Uint8Array.of(1, 2), Uint8Array.of(1, 2, 3))).toBe(false);
+  });
+});
+
+describe('lossy UTF-8 decoding', () => {
+  it('reads any bytes exactly as TextDecoder does by default (U+FFFD for invalid, leading BOM dropped)', () => {
+    const reference = new TextDecoder();
+    const withBom = fc.uint8Array({ maxLength: 64 }).map((rest) => Uint8Array.of(0xef, 0xbb, 0xbf, ...rest));
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }), withBom), (bytes) => {
+        expect(fromUtf8Lossy(bytes)).toBe(reference.decode(bytes));
+      }),
+      { seed: 11, numRuns: 2000 },
+    );
   });
 });

@@ -1,3 +1,4 @@
+import { fromUtf8Lossy } from '../bytes.js';
 import type { MediumKeyReference } from './medium-reference.js';
 
 /**
@@ -32,22 +33,9 @@ export function isTieredItem(value: unknown): value is TieredItem {
   return (tier === 'high' || tier === 'medium') && 'envelope' in value;
 }
 
-const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
-const utf8Decoder = new TextDecoder();
-
-/**
- * UTF-8 text as TextDecoder reads it (invalid sequences become U+FFFD, a leading BOM is
- * dropped), through Node's Buffer where there is one: faster for small texts.
- */
-function decodeUtf8(bytes: Uint8Array): string {
-  if (!NodeBuffer) return utf8Decoder.decode(bytes);
-  const bom = bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
-  return NodeBuffer.from(bytes.buffer, bytes.byteOffset + bom, bytes.byteLength - bom).toString('utf8');
-}
-
 /** A delivered plaintext as the value the route sealed: parsed JSON, or the text when it is not JSON. */
 export function plaintextValue(bytes: Uint8Array): unknown {
-  const text = decodeUtf8(bytes);
+  const text = fromUtf8Lossy(bytes);
   try {
     return JSON.parse(text);
   } catch {
