@@ -1,5 +1,6 @@
-import type { EnvelopeJson, Identity, KosDecision } from '@kos/core';
+import type { EnvelopeJson } from '@kos/core';
 import {
+  admitRequest,
   assertRuntimeOptions,
   type KosRuntime,
   type KosRuntimeOptions,
@@ -7,7 +8,6 @@ import {
   requestFromNode,
   setNodeHeaders,
   startRuntime,
-  startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
@@ -51,39 +51,14 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
   const { ready } = started;
 
   const middleware = async function kosExpress(req: Request, res: Response, next: NextFunction): Promise<void> {
-    // Once started, requests go straight on (no wait on the start-up promise).
-    let runtime: KosRuntime | undefined = started.current;
-    if (!runtime) {
-      try {
-        runtime = await ready;
-      } catch (error) {
-        return send(res, startupFailure(error));
-      }
-    }
     const request = requestFromNode(req, req.protocol, req.originalUrl);
-    // req.url starts with the prefix exactly when req.path does (the prefix holds no "?").
-    if (req.url.startsWith(runtime.mountPrefix) && req.path.startsWith(`${runtime.mountPrefix}/`)) {
-      try {
-        // Route on the path below this middleware's mount point; DPoP proofs are checked against the full URL.
-        const mounted = await runtime.handleKms({
-          method: request.method,
-          url: request.url,
-          headers: request.headers,
-          path: req.path,
-          body: await readNodeBody(req),
-        });
-        if (mounted) return send(res, mounted, true);
-      } catch (error) {
-        return send(res, runtime.kos.errorResponse(error));
-      }
-    }
-    let decision: KosDecision;
-    let identity: Identity;
-    try {
-      ({ decision, identity } = await runtime.kos.decide(request));
-    } catch (error) {
-      return send(res, runtime.kos.errorResponse(error));
-    }
+    const admitted = await admitRequest(started, request, {
+      url: req.url,
+      path: () => req.path,
+      readBody: () => readNodeBody(req),
+    });
+    if ('answer' in admitted) return send(res, admitted.answer, admitted.raw);
+    const { runtime, decision, identity } = admitted;
     res.locals.kos = decision;
     setNodeHeaders(res, runtime.kos.decisionHeaders(decision));
 

@@ -2,13 +2,13 @@ import type { IncomingMessage } from 'node:http';
 import {
   type BodySnapshot,
   type EnvelopeJson,
-  type Identity,
   type KosDecision,
   KosError,
   MAX_SHARE_BODY_BYTES,
   snapshotBody,
 } from '@kos/core';
 import {
+  admitRequest,
   assertRuntimeOptions,
   type KosRuntime,
   type KosRuntimeOptions,
@@ -17,7 +17,6 @@ import {
   plainHeaders,
   requestFromWeb,
   startRuntime,
-  startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
 import type { MiddlewareHandler } from 'hono';
@@ -46,6 +45,16 @@ function toResponse(
 ): Response {
   const wire = raw ? (response.body as string) : toWireBody(response.body);
   return new Response(wire as BodyInit, { status: response.status, headers: response.headers });
+}
+
+/** The body of a KMS node call (PUT/POST), bounded like the node server's; none for other methods. */
+async function readWebBody(request: Request): Promise<Uint8Array | undefined> {
+  if (request.method !== 'PUT' && request.method !== 'POST') return undefined;
+  if (Number(request.headers.get('content-length') ?? '0') > MAX_SHARE_BODY_BYTES)
+    throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
+  const body = new Uint8Array(await request.arrayBuffer());
+  if (body.length > MAX_SHARE_BODY_BYTES) throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
+  return body;
 }
 
 /** What a route returned, as KOS reads it: JSON values, envelope bytes, or nothing to look at. */
@@ -119,49 +128,19 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
   const { ready } = started;
 
   const middleware: MiddlewareHandler<{ Variables: KosVariables }> = async function kosHono(c, next) {
-    // Once started, requests go straight on (no wait on the start-up promise).
-    let runtime: KosRuntime | undefined = started.current;
-    if (!runtime) {
-      try {
-        runtime = await ready;
-      } catch (error) {
-        return toResponse(startupFailure(error));
-      }
-    }
     // On @hono/node-server the Node request is at hand: its headers are read as they are,
     // without building a Web Headers object.
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
     const request: PlainRequest = incoming?.headers
       ? { method: c.req.method, url: c.req.url, headers: plainHeaders(incoming.headers) }
       : requestFromWeb(c.req.raw);
-    if (c.req.path.startsWith(`${runtime.mountPrefix}/`)) {
-      try {
-        const method = c.req.method;
-        let body: Uint8Array | undefined;
-        if (method === 'PUT' || method === 'POST') {
-          if (Number(c.req.header('content-length') ?? '0') > MAX_SHARE_BODY_BYTES)
-            throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
-          body = new Uint8Array(await c.req.raw.arrayBuffer());
-          if (body.length > MAX_SHARE_BODY_BYTES) throw new KosError('ERR_REQUEST_TOO_LARGE', 'body is too large');
-        }
-        const mounted = await runtime.handleKms({
-          method: request.method,
-          url: request.url,
-          headers: request.headers,
-          body,
-        });
-        if (mounted) return toResponse(mounted, true);
-      } catch (error) {
-        return toResponse(runtime.kos.errorResponse(error));
-      }
-    }
-    let decision: KosDecision;
-    let identity: Identity;
-    try {
-      ({ decision, identity } = await runtime.kos.decide(request));
-    } catch (error) {
-      return toResponse(runtime.kos.errorResponse(error));
-    }
+    const admitted = await admitRequest(started, request, {
+      url: c.req.path,
+      path: () => c.req.path,
+      readBody: () => readWebBody(c.req.raw),
+    });
+    if ('answer' in admitted) return toResponse(admitted.answer, admitted.raw);
+    const { runtime, decision, identity } = admitted;
     c.set('kos', decision);
     // What the route hands to c.json is read there (as JSON will send it), so its response
     // need not be parsed back; any other response is read from its body.

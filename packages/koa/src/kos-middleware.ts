@@ -1,5 +1,6 @@
-import type { EnvelopeJson, Identity, KosDecision } from '@kos/core';
+import type { EnvelopeJson, KosDecision } from '@kos/core';
 import {
+  admitRequest,
   assertRuntimeOptions,
   type KosRuntime,
   type KosRuntimeOptions,
@@ -7,7 +8,6 @@ import {
   requestFromNode,
   setNodeHeaders,
   startRuntime,
-  startupFailure,
   toWireBody,
 } from '@kos/kms-adapters';
 import type { Context, Middleware, Next } from 'koa';
@@ -64,37 +64,14 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
   const { ready } = started;
 
   const middleware = async function kosKoa(ctx: Context, next: Next): Promise<void> {
-    // Once started, requests go straight on (no wait on the start-up promise).
-    let runtime: KosRuntime | undefined = started.current;
-    if (!runtime) {
-      try {
-        runtime = await ready;
-      } catch (error) {
-        return respond(ctx, startupFailure(error));
-      }
-    }
     const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
-    if (ctx.path.startsWith(`${runtime.mountPrefix}/`)) {
-      try {
-        const mounted = await runtime.handleKms({
-          method: request.method,
-          url: request.url,
-          headers: request.headers,
-          path: ctx.path,
-          body: await readNodeBody(ctx.req),
-        });
-        if (mounted) return respond(ctx, mounted, true);
-      } catch (error) {
-        return respond(ctx, runtime.kos.errorResponse(error));
-      }
-    }
-    let decision: KosDecision;
-    let identity: Identity;
-    try {
-      ({ decision, identity } = await runtime.kos.decide(request));
-    } catch (error) {
-      return respond(ctx, runtime.kos.errorResponse(error));
-    }
+    const admitted = await admitRequest(started, request, {
+      url: ctx.url,
+      path: () => ctx.path,
+      readBody: () => readNodeBody(ctx.req),
+    });
+    if ('answer' in admitted) return respond(ctx, admitted.answer, admitted.raw);
+    const { runtime, decision, identity } = admitted;
     ctx.state.kos = decision;
     await next();
     if (routeBody(ctx.body) === undefined && ctx.body !== undefined && ctx.body !== null) {
