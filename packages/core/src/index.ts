@@ -69,6 +69,7 @@ export {
   DEFAULT_MAX_CIPHERTEXT_BYTES,
   type DecodeOptions,
   decodeEnvelope,
+  decodeEnvelopeHeader,
   type Envelope,
   type EnvelopeForm,
   type EnvelopeJson,

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { base64urlByteLength } from '../src/bytes.js';
 import { equalBytes, fromBase64url, fromUtf8Lossy, toBase64url, utf8, utf8Length } from '../src/index.js';
 import { expectKosError } from './helpers.js';
 
@@ -28,6 +29,48 @@ describe('strict base64url', () => {
     ['stray bits in the last character (non-canonical)', 'AB'],
   ])('refuses %s', async (_what, text) => {
     await expectKosError(() => fromBase64url(text), 'ERR_INVALID_ARGUMENT');
+  });
+});
+
+describe('base64urlByteLength (checking a base64url value without keeping its bytes)', () => {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const outcome = (read: () => number) => {
+    try {
+      return { length: read() };
+    } catch (error) {
+      return { code: (error as { code?: string }).code };
+    }
+  };
+
+  it('accepts exactly what fromBase64url accepts, and counts the bytes it decodes to', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 300 }).map(toBase64url),
+          fc.string({ unit: fc.constantFrom(...alphabet, '+', '/', '=', ' ', '*', 'é', '\n'), maxLength: 60 }),
+          fc
+            .tuple(fc.uint8Array({ minLength: 1, maxLength: 200 }), fc.nat(), fc.constantFrom('+', '/', '=', '.', ''))
+            .map(([bytes, at, c]) => {
+              const text = toBase64url(bytes);
+              const i = at % text.length;
+              return text.slice(0, i) + c + text.slice(i + 1);
+            }),
+        ),
+        (text) => {
+          expect(outcome(() => base64urlByteLength(text))).toEqual(outcome(() => fromBase64url(text).length));
+        },
+      ),
+      { seed: 21, numRuns: 2000 },
+    );
+  });
+
+  it('checks texts longer than its scratch buffer by decoding them', async () => {
+    const text = toBase64url(new Uint8Array(100_000).fill(7));
+    expect(base64urlByteLength(text)).toBe(100_000);
+    await expectKosError(
+      () => base64urlByteLength(`${text.slice(0, 70_000)}*${text.slice(70_001)}`),
+      'ERR_INVALID_ARGUMENT',
+    );
   });
 });
 

@@ -4,6 +4,7 @@ import {
   type AeadAlgorithm,
   createNodeCryptoProvider,
   decodeEnvelope,
+  decodeEnvelopeHeader,
   type Envelope,
   type EnvelopeForm,
   encodeEnvelope,
@@ -182,6 +183,53 @@ describe('envelope v1', () => {
     ])('%s', async (_what, input) => {
       const code = await kosErrorCode(() => decodeEnvelope(input));
       expect(['ERR_ENVELOPE_MALFORMED', 'ERR_ENVELOPE_UNSUPPORTED_VERSION', 'ERR_ALG_NOT_ALLOWED']).toContain(code);
+    });
+
+    it('header-only decoding gives the same verdict, error code and header as decoding whole', async () => {
+      const json = await valid();
+      const binary = encodeEnvelope(await seal(), 'binary');
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+      const outcome = (read: () => unknown) => {
+        try {
+          return { header: read() };
+        } catch (error) {
+          if (!isKosError(error)) throw error;
+          return { code: error.code };
+        }
+      };
+      fc.assert(
+        fc.property(
+          fc.oneof(
+            // One field of a valid JSON-form envelope replaced (base64url fields by near-valid text).
+            fc
+              .tuple(
+                fc.constantFrom('kos', 'alg', 'kid', 'ver', 'nonce', 'kc', 'did', 'ct', 'extra'),
+                fc.oneof(
+                  fc.anything(),
+                  fc.string({ unit: fc.constantFrom(...alphabet, '+', '/', '=', ' ', '*', 'é'), maxLength: 80 }),
+                ),
+              )
+              .map(([name, value]) => ({ ...json, [name]: value })),
+            // The ciphertext with one character changed, cut or lengthened.
+            fc
+              .tuple(fc.nat(json.ct.length - 1), fc.constantFrom(...alphabet, '+', '/', '=', '.', '\n', ''))
+              .map(([at, c]) => ({ ...json, ct: json.ct.slice(0, at) + c + json.ct.slice(at + 1) })),
+            fc.constant(json),
+            fc.constant(binary),
+            fc.constant(`kos1.${toBase64url(binary)}`),
+            fc.anything(),
+          ),
+          (input) => {
+            const whole = outcome(() => decodeEnvelope(input).header);
+            const header = outcome(() => decodeEnvelopeHeader(input));
+            expect(header).toEqual(whole);
+          },
+        ),
+        { numRuns: 3000, seed: 77 },
+      );
+      // The size limit applies to the ciphertext it does not keep.
+      const big = encodeEnvelope(await seal('A256GCM', new Uint8Array(4096)), 'json');
+      await expectKosError(() => decodeEnvelopeHeader(big, { maxCiphertextBytes: 1024 }), 'ERR_ENVELOPE_TOO_LARGE');
     });
 
     it('never throws anything but a KosError on arbitrary input (fuzz)', async () => {

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { AuditEvent, AuditTrail } from '../audit/audit-trail.js';
 import { toBase64url, utf8, wipe } from '../bytes.js';
 import { type Envelope, type EnvelopeJson, encodeEnvelope, isCompactEnvelope } from '../envelope/codec.js';
-import { ENVELOPE_MAGIC } from '../envelope/header.js';
+import { ENVELOPE_MAGIC, type EnvelopeHeader } from '../envelope/header.js';
 import { isKosError, KosError, toErrorBody } from '../errors.js';
 import { jwkThumbprint } from '../grants/dpop.js';
 import type { TokenIssuer } from '../grants/token-issuer.js';
@@ -13,9 +13,47 @@ import { failSpan, type KosSpan, loadTracing, type SpanAttributes, withSpan } fr
 import type { AccessControl } from '../trust/access-control.js';
 import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js';
 import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
-import { type BodySnapshot, fillSlots, snapshotBody } from './body-walker.js';
+import { type BodySlot, type BodySnapshot, fillSlots, snapshotBody } from './body-walker.js';
 import { createMediumReference, type MediumKeyReference, type NodeDirectory } from './medium-reference.js';
 import { type HighItem, type MediumItem, plaintextValue, TIER_HEADER } from './tiered-item.js';
+
+/** The DEK of a high-tier item, as the client gets it: base64url, or wrapped to its key (JWE). */
+type HighKey = Pick<HighItem, 'dek' | 'dekJwe'>;
+
+/**
+ * What one response's envelopes share: each key version released once (high: only kept when
+ * the body holds several envelopes) and each medium reference (also what the audit records).
+ */
+interface Memos {
+  readonly high: Map<string, Promise<HighKey>> | undefined;
+  readonly medium: Map<string, Promise<MediumKeyReference>>;
+}
+
+/**
+ * The headers of a shaped response: key material (high, medium) is never stored by caches.
+ * Written out as literals: `{ ...headers, more }` costs V8 (Node 20) about a microsecond.
+ */
+function shapedHeaders(tier: KosDecision['tier'], contentType: string): Record<string, string> {
+  return tier === 'low'
+    ? { [TIER_HEADER]: tier, vary: 'Authorization', 'content-type': contentType }
+    : {
+        [TIER_HEADER]: tier,
+        vary: 'Authorization',
+        'cache-control': 'no-store',
+        pragma: 'no-cache',
+        'content-type': contentType,
+      };
+}
+
+/** The distinct key ids of a body's envelopes, in order of appearance. */
+function distinctKids(envelopes: readonly ReadEnvelope[]): string[] {
+  const kids: string[] = [];
+  for (const { header } of envelopes) if (!kids.includes(header.kid)) kids.push(header.kid);
+  return kids;
+}
+
+/** An envelope as delivery reads it: its checked header, and its ciphertext when read whole. */
+type ReadEnvelope = Envelope | { readonly header: EnvelopeHeader };
 
 /** The decision for one request: who, which tier and why. Exposed to route handlers. */
 export interface KosDecision extends TierDecision {
@@ -238,35 +276,44 @@ export function createKos(options: KosOptions): Kos {
     return pending;
   }
 
+  /** The key part of a high-tier item: the DEK, or the DEK wrapped to the client's key. */
+  async function releaseDek(kid: string, ver: number, identity: Identity): Promise<HighKey> {
+    const dek = await keys.getDek(kid, ver);
+    try {
+      const jwk = identity.publicJwk as JWK | undefined;
+      const alg = jwk ? keyWrapAlgorithm(jwk) : undefined;
+      if (bind && jwk && alg) {
+        const dekJwe = await new CompactEncrypt(dek)
+          .setProtectedHeader({ alg, enc: 'A256GCM', kid: `${kid}.${ver}` })
+          .encrypt(jwk);
+        return { dekJwe };
+      }
+      return { dek: toBase64url(dek) };
+    } finally {
+      wipe(dek);
+    }
+  }
+
+  /** A high-tier item; `memo` (bodies with several envelopes) releases each key version once. */
   async function highItem(
     envelope: unknown,
     kid: string,
     ver: number,
     identity: Identity,
-    memo: Map<string, Promise<Omit<HighItem, 'envelope' | 'kosTier'>>>,
-  ) {
-    const id = `${kid}\u0000${ver}`;
-    let pending = memo.get(id);
-    if (!pending) {
-      pending = (async () => {
-        const dek = await keys.getDek(kid, ver);
-        try {
-          const jwk = identity.publicJwk as JWK | undefined;
-          const alg = jwk ? keyWrapAlgorithm(jwk) : undefined;
-          if (bind && jwk && alg) {
-            const dekJwe = await new CompactEncrypt(dek)
-              .setProtectedHeader({ alg, enc: 'A256GCM', kid: `${kid}.${ver}` })
-              .encrypt(jwk);
-            return { dekJwe };
-          }
-          return { dek: toBase64url(dek) };
-        } finally {
-          wipe(dek);
-        }
-      })();
-      memo.set(id, pending);
-    }
-    return { kosTier: 'high' as const, envelope, ...(await pending) };
+    memo: Map<string, Promise<HighKey>> | undefined,
+  ): Promise<HighItem> {
+    let pending: Promise<HighKey>;
+    if (memo) {
+      const id = `${kid}\u0000${ver}`;
+      const known = memo.get(id);
+      pending = known ?? releaseDek(kid, ver, identity);
+      if (!known) memo.set(id, pending);
+    } else pending = releaseDek(kid, ver, identity);
+    const key = await pending;
+    // Written out (no spread): the members in the wire format's order.
+    return key.dekJwe === undefined
+      ? { kosTier: 'high', envelope, dek: key.dek as string }
+      : { kosTier: 'high', envelope, dekJwe: key.dekJwe };
   }
 
   async function mediumItem(
@@ -311,10 +358,15 @@ export function createKos(options: KosOptions): Kos {
     return { kosTier: 'medium', envelope, key: await pending };
   }
 
-  function parseAll(found: readonly unknown[]): Envelope[] {
+  /**
+   * Reads every envelope found in a body, with all of decode's checks: whole when this server
+   * decrypts it (low tier), otherwise only its header (high and medium pass the envelope on as
+   * it is, so the ciphertext's bytes are checked but not kept).
+   */
+  function parseAll(found: readonly unknown[], tier: KosDecision['tier']): ReadEnvelope[] {
     return found.map((value) => {
       try {
-        return keys.decode(value);
+        return tier === 'low' ? keys.decode(value) : { header: keys.decodeHeader(value) };
       } catch (error) {
         throw new KosError('ERR_RESPONSE_ENVELOPE_INVALID', 'a stored envelope in the response could not be read', {
           details: { code: isKosError(error) ? error.code : 'unknown' },
@@ -325,19 +377,17 @@ export function createKos(options: KosOptions): Kos {
 
   async function shapeOne(
     original: unknown,
-    envelope: Envelope,
+    envelope: ReadEnvelope,
     request: RequestLike,
     identity: Identity,
     decision: KosDecision,
-    memos: {
-      high: Map<string, Promise<Omit<HighItem, 'envelope' | 'kosTier'>>>;
-      medium: Map<string, Promise<MediumKeyReference>>;
-    },
+    memos: Memos,
   ): Promise<unknown> {
     const { kid, ver } = envelope.header;
     switch (decision.tier) {
       case 'low': {
-        const plaintext = await keys.open(envelope);
+        // parseAll read it whole for this tier.
+        const plaintext = await keys.open(envelope as Envelope);
         try {
           return plaintextValue(plaintext);
         } finally {
@@ -428,25 +478,10 @@ export function createKos(options: KosOptions): Kos {
     snapshot: BodySnapshot | Error | undefined,
     span: KosSpan,
   ): Promise<KosHttpResponse> {
-    const headers = kos.decisionHeaders(decision);
-    /**
-     * The headers of a shaped response: key material (high, medium) is never stored by caches.
-     * Written out as literals: `{ ...headers, more }` costs V8 (Node 20) about a microsecond.
-     */
-    const shapedHeaders = (contentType: string): Record<string, string> =>
-      decision.tier === 'low'
-        ? { [TIER_HEADER]: decision.tier, vary: 'Authorization', 'content-type': contentType }
-        : {
-            [TIER_HEADER]: decision.tier,
-            vary: 'Authorization',
-            'cache-control': 'no-store',
-            pragma: 'no-cache',
-            'content-type': contentType,
-          };
     try {
       if (isBinaryEnvelope(response.body)) {
-        const memos = { high: new Map(), medium: new Map() };
-        const envelope = parseAll([response.body])[0] as Envelope;
+        const memos: Memos = { high: undefined, medium: new Map() };
+        const envelope = parseAll([response.body], 'low')[0] as Envelope;
         span.setAttribute('kos.kids', [envelope.header.kid]);
         span.setAttribute('kos.envelopes', 1);
         await access.assertAllowed(decision.clientId, envelope.header.kid);
@@ -455,7 +490,7 @@ export function createKos(options: KosOptions): Kos {
           await recordRelease(decision, [envelope.header.kid], memos.medium);
           return {
             status: response.status,
-            headers: shapedHeaders('application/octet-stream'),
+            headers: shapedHeaders(decision.tier, 'application/octet-stream'),
             body: plaintext,
             transformed: true,
           };
@@ -464,29 +499,52 @@ export function createKos(options: KosOptions): Kos {
         await recordRelease(decision, [envelope.header.kid], memos.medium);
         return {
           status: response.status,
-          headers: shapedHeaders(JSON_TYPE),
+          headers: shapedHeaders(decision.tier, JSON_TYPE),
           body: item,
           transformed: true,
         };
       }
-      if (!snapshot) return { status: response.status, headers, body: response.body, transformed: false };
-      if (snapshot instanceof Error) throw snapshot;
-      const { slots } = snapshot;
-      if (slots.length === 0) return { status: response.status, headers, body: response.body, transformed: false };
-      const envelopes = parseAll(slots.map((slot) => slot.value));
-      const kids = [...new Set(envelopes.map((e) => e.header.kid))];
+      const slots = snapshot instanceof Error ? snapshot : snapshot?.slots;
+      if (slots instanceof Error) throw slots;
+      if (slots === undefined || slots.length === 0) {
+        return {
+          status: response.status,
+          headers: kos.decisionHeaders(decision),
+          body: response.body,
+          transformed: false,
+        };
+      }
+      const envelopes = parseAll(
+        slots.map((slot) => slot.value),
+        decision.tier,
+      );
+      const kids = distinctKids(envelopes);
       span.setAttribute('kos.kids', kids);
       span.setAttribute('kos.envelopes', envelopes.length);
       for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
-      const memos = { high: new Map(), medium: new Map() };
-      const shaped = await Promise.all(
-        slots.map((slot, i) => shapeOne(slot.value, envelopes[i] as Envelope, request, identity, decision, memos)),
-      );
-      const body = fillSlots(snapshot, shaped);
+      const memos: Memos = { high: slots.length > 1 ? new Map() : undefined, medium: new Map() };
+      const shaped =
+        slots.length === 1
+          ? [
+              await shapeOne(
+                (slots[0] as BodySlot).value,
+                envelopes[0] as ReadEnvelope,
+                request,
+                identity,
+                decision,
+                memos,
+              ),
+            ]
+          : await Promise.all(
+              slots.map((slot, i) =>
+                shapeOne(slot.value, envelopes[i] as ReadEnvelope, request, identity, decision, memos),
+              ),
+            );
+      const body = fillSlots(snapshot as BodySnapshot, shaped);
       await recordRelease(decision, kids, memos.medium);
       return {
         status: response.status,
-        headers: shapedHeaders(JSON_TYPE),
+        headers: shapedHeaders(decision.tier, JSON_TYPE),
         body,
         transformed: true,
       };
@@ -501,7 +559,7 @@ export function createKos(options: KosOptions): Kos {
         }).catch(() => undefined);
       }
       const failed = kos.errorResponse(error);
-      return { ...failed, headers: { ...failed.headers, ...headers } };
+      return { ...failed, headers: { ...failed.headers, ...kos.decisionHeaders(decision) } };
     }
   }
 

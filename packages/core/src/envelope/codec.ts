@@ -1,4 +1,4 @@
-import { concatBytes, fromBase64url, toBase64url } from '../bytes.js';
+import { base64urlByteLength, concatBytes, fromBase64url, toBase64url } from '../bytes.js';
 import { AEAD_ALGORITHMS, isAeadAlgorithm } from '../crypto/algorithms.js';
 import { KosError } from '../errors.js';
 import { decodeHeader, ENVELOPE_VERSION, type EnvelopeHeader, encodeHeader, validateHeader } from './header.js';
@@ -42,8 +42,12 @@ function malformed(message: string): KosError {
 }
 
 function checkCiphertext(ciphertext: Uint8Array, header: EnvelopeHeader, maxBytes: number): void {
-  if (ciphertext.length > maxBytes) throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
-  if (ciphertext.length < AEAD_ALGORITHMS[header.alg].tagBytes) throw malformed('ciphertext is shorter than its tag');
+  checkCiphertextLength(ciphertext.length, header, maxBytes);
+}
+
+function checkCiphertextLength(length: number, header: EnvelopeHeader, maxBytes: number): void {
+  if (length > maxBytes) throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
+  if (length < AEAD_ALGORITHMS[header.alg].tagBytes) throw malformed('ciphertext is shorter than its tag');
 }
 
 /**
@@ -168,7 +172,8 @@ function field(value: unknown, name: string): Uint8Array {
   }
 }
 
-function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope {
+/** The header of a JSON-form envelope, with every check of decodeJson before the ciphertext's. */
+function jsonHeader(input: Record<string, unknown>, maxBytes: number): EnvelopeHeader {
   // Own enumerable keys are distinct, so eight of them all in the set of eight are exactly that set.
   const keys = Object.keys(input);
   if (keys.length !== JSON_KEYS.length || !keys.every((key) => JSON_KEY_SET.has(key))) {
@@ -196,9 +201,44 @@ function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope 
     did: input.did,
   };
   validateHeader(header);
+  return header;
+}
+
+function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope {
+  const header = jsonHeader(input, maxBytes);
   const ciphertext = field(input.ct, 'ct');
   checkCiphertext(ciphertext, header, maxBytes);
   return checkedEnvelope(header, ciphertext);
+}
+
+/**
+ * The header of an envelope in any form, after every check `decodeEnvelope` makes — the
+ * ciphertext's base64url and length included — but without keeping the ciphertext's bytes:
+ * for callers that only need the key version it names (high and medium tier hand the envelope
+ * on as it is). For the JSON form the ciphertext is checked without allocating it (1 KiB per
+ * record on the hot path); other forms are decoded whole.
+ */
+export function decodeEnvelopeHeader(input: unknown, options: DecodeOptions = {}): EnvelopeHeader {
+  if (
+    typeof input !== 'object' ||
+    input === null ||
+    Array.isArray(input) ||
+    input instanceof Uint8Array ||
+    isParsedEnvelope(input)
+  ) {
+    return decodeEnvelope(input, options).header;
+  }
+  const maxBytes = options.maxCiphertextBytes ?? DEFAULT_MAX_CIPHERTEXT_BYTES;
+  const record = input as Record<string, unknown>;
+  const header = jsonHeader(record, maxBytes);
+  let length: number;
+  try {
+    length = base64urlByteLength(record.ct as string, 'ct');
+  } catch {
+    throw malformed('field ct is not valid base64url');
+  }
+  checkCiphertextLength(length, header, maxBytes);
+  return Object.freeze(header);
 }
 
 function isParsedEnvelope(input: unknown): input is Envelope {

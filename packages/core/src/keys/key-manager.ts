@@ -8,8 +8,9 @@ import {
 } from '../crypto/algorithms.js';
 import { createNodeCryptoProvider } from '../crypto/node-provider.js';
 import type { CryptoProvider, KeyedHmacSha256 } from '../crypto/provider.js';
-import { decodeEnvelope, type Envelope } from '../envelope/codec.js';
+import { type DecodeOptions, decodeEnvelope, decodeEnvelopeHeader, type Envelope } from '../envelope/codec.js';
 import { keyCheckValue } from '../envelope/commitment.js';
+import type { EnvelopeHeader } from '../envelope/header.js';
 import { openWithKeyUsing, sealWithKeyUsing } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
 import {
@@ -161,7 +162,8 @@ export class KeyManager {
   readonly #keyRecordTtlMs: number;
   readonly #shareTimeoutMs: number;
   readonly #hedgeAfterMs: number;
-  readonly #maxCiphertextBytes: number | undefined;
+  /** The size limit for every envelope this manager reads. */
+  readonly #decodeOptions: DecodeOptions;
   readonly #crypto: CryptoProvider;
   readonly #clock: () => number;
   readonly #onEvent: ((event: KeyManagerEvent) => void) | undefined;
@@ -222,7 +224,8 @@ export class KeyManager {
     this.#keyRecordTtlMs = options.keyRecordTtlMs ?? 1000;
     this.#shareTimeoutMs = positive(options.shareTimeoutMs, 5000, 'shareTimeoutMs');
     this.#hedgeAfterMs = positive(options.hedgeAfterMs, 250, 'hedgeAfterMs');
-    this.#maxCiphertextBytes = options.maxCiphertextBytes;
+    this.#decodeOptions =
+      options.maxCiphertextBytes === undefined ? {} : { maxCiphertextBytes: options.maxCiphertextBytes };
     this.#crypto = options.crypto ?? createNodeCryptoProvider();
     this.#clock = options.clock ?? Date.now;
     this.#onEvent = options.onEvent;
@@ -612,10 +615,15 @@ export class KeyManager {
 
   /** Parses an envelope with this manager's size limit. */
   decode(input: unknown): Envelope {
-    return decodeEnvelope(
-      input,
-      this.#maxCiphertextBytes === undefined ? {} : { maxCiphertextBytes: this.#maxCiphertextBytes },
-    );
+    return decodeEnvelope(input, this.#decodeOptions);
+  }
+
+  /**
+   * An envelope's header, checked as `decode` checks the whole envelope (size limit included),
+   * without keeping the ciphertext's bytes: for deliveries that pass the envelope on as it is.
+   */
+  decodeHeader(input: unknown): EnvelopeHeader {
+    return decodeEnvelopeHeader(input, this.#decodeOptions);
   }
 
   /**

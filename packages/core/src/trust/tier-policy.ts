@@ -91,6 +91,9 @@ export function createTierPolicy(options: TierPolicyOptions = {}): TierPolicy {
     ...(denyBelow === undefined ? {} : { denyBelow }),
   });
 
+  // Built once: a decision per request need not build its band's name again.
+  const highBand = `high:>${highAbove}`;
+  const lowBand = `low:<${mediumFrom}`;
   return {
     options: resolved,
     maxShares: Math.max(...bands.map((band) => band.n)),
@@ -99,8 +102,8 @@ export function createTierPolicy(options: TierPolicyOptions = {}): TierPolicy {
       if (denyBelow !== undefined && score < denyBelow) {
         throw new KosError('ERR_SCORE_BELOW_FLOOR', 'trust score is below the minimum this service accepts');
       }
-      if (score > highAbove) return { tier: 'high', score, band: `high:>${highAbove}` };
-      if (score < mediumFrom) return { tier: 'low', score, band: `low:<${mediumFrom}` };
+      if (score > highAbove) return { tier: 'high', score, band: highBand };
+      if (score < mediumFrom) return { tier: 'low', score, band: lowBand };
       let index = 0;
       for (let i = 0; i < frozenBands.length; i++) {
         if ((frozenBands[i] as ShareBand).minScore <= score) index = i;
