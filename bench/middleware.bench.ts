@@ -30,6 +30,12 @@
  * set by something else (autocannon, other jobs) and the verdict uses the measured server CPU
  * per request instead. Both figures are always printed.
  *
+ * One more row per framework is not KOS: "reference: same high-tier bytes, no checks" puts the
+ * sealed route behind `bench/support/floor-middleware.ts`, which sends exactly KOS's high-tier
+ * body and headers without verifying anything. Its added µs is what any middleware answering
+ * those bytes pays on this machine (framework, Node, loopback); KOS's high row minus it is
+ * KOS's own work. It takes part in no target.
+ *
  * It also times, in this process and without HTTP, the two calls every adapter makes per
  * request (`kos.decide`, `kos.deliver` per tier) and the parts they contain, as process CPU
  * time per call (--no-breakdown skips it).
@@ -98,7 +104,7 @@ const SERVER_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'support', '
 
 // ------------------------------------------------------------------ cases
 
-type CaseId = 'bare' | 'low' | 'high' | 'medium-bearer' | 'medium-bound';
+type CaseId = 'bare' | 'low' | 'high' | 'floor-high' | 'medium-bearer' | 'medium-bound';
 type TokenName = 'low' | 'high' | 'medium' | 'mediumBound';
 
 interface CaseDef {
@@ -113,6 +119,9 @@ const CASE_DEFS: readonly CaseDef[] = [
   { id: 'bare', label: 'bare route, no middleware', mode: 'bare', token: 'low' },
   { id: 'low', label: 'KOS low tier (score 30)', mode: 'kos', token: 'low' },
   { id: 'high', label: 'KOS high tier (score 90)', mode: 'kos', token: 'high' },
+  // Not KOS: the least a middleware could do to send the high-tier bytes (no checks), to show
+  // in the same run what any middleware answering them pays (bench/support/floor-middleware.ts).
+  { id: 'floor-high', label: 'reference: same high-tier bytes, no checks', mode: 'floor', token: 'high' },
   { id: 'medium-bearer', label: 'KOS medium (65), bearer grant', mode: 'kos', token: 'medium' },
   { id: 'medium-bound', label: 'KOS medium (65), key-bound grant', mode: 'kos', token: 'mediumBound' },
 ];
@@ -354,6 +363,20 @@ async function sanity(
       check(answer.status === 200 && isDeepStrictEqual(answer.body, expected), `${framework} bare returns the record`);
       bytes[`${framework}:bare`] = answer.bytes;
     }
+    const floor = servers.get(`${framework}:floor`);
+    if (floor) {
+      const reference = await get(floor.port, tokens.high);
+      const data = (reference.body as { data?: { kosTier?: string; dek?: string; envelope?: { kid?: string } } }).data;
+      check(
+        reference.status === 200 &&
+          reference.tier === 'high' &&
+          data?.kosTier === 'high' &&
+          /^[A-Za-z0-9_-]{43}$/.test(data.dek ?? '') &&
+          data.envelope?.kid === KID,
+        `${framework} reference middleware answers the high-tier shape`,
+      );
+      bytes[`${framework}:floor-high`] = reference.bytes;
+    }
     if (!kos) continue;
     const low = await get(kos.port, tokens.low);
     check(low.status === 200 && low.tier === 'low', `${framework} KOS low tier answers 200 low`);
@@ -367,6 +390,10 @@ async function sanity(
       `${framework} KOS high tier returns the envelope and its DEK`,
     );
     bytes[`${framework}:high`] = high.bytes;
+    const floorBytes = bytes[`${framework}:floor-high`];
+    if (floorBytes !== undefined) {
+      check(floorBytes === high.bytes, `${framework} reference middleware sends as many bytes as KOS high`);
+    }
     for (const [token, bound] of [
       ['medium', false],
       ['mediumBound', true],

@@ -7,6 +7,8 @@
  * `--mode bare`: the route answers `{ id, data: <plaintext 1 KiB record> }`; no middleware.
  * `--mode kos`: KOS in front (the same wiring as the adapters' docs: `app.use(kosMiddleware)`),
  * and the route answers `{ id, data: <sealed envelope, JSON form> }`, sealed once at start-up.
+ * `--mode floor`: the same sealed route behind the reference middleware of
+ * `floor-middleware.ts` (KOS's high-tier bytes, no checks; the DEK is read once at start-up).
  * The identity issuer's public JWK comes in the env var `KOS_BENCH_IDENTITY_JWK`.
  *
  * Protocol: prints `listening <port>` on stdout when ready. Each `cpu` line on stdin is
@@ -16,6 +18,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
 import { getRequestListener } from '@hono/node-server';
+import { toBase64url } from '@kos/core';
 import { kosMiddleware as expressKos } from '@kos/express';
 import { kosMiddleware as honoKos } from '@kos/hono';
 import type { KosRuntime } from '@kos/kms-adapters';
@@ -24,6 +27,7 @@ import express from 'express';
 import { Hono } from 'hono';
 import type { JWK } from 'jose';
 import Koa from 'koa';
+import { expressFloor, honoFloor, koaFloor } from './floor-middleware.js';
 import {
   benchRecord,
   buildBenchRuntime,
@@ -43,12 +47,19 @@ function option(name: string): string | undefined {
   return at === -1 ? undefined : argv[at + 1];
 }
 
-/** The same route in each framework; `runtime` set = KOS in front of it. */
-function buildListener(framework: Framework, rows: Map<string, unknown>, runtime?: KosRuntime): Listener {
+/** What sits in front of the route: nothing, KOS, or the reference middleware (with its DEK). */
+type Front =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'kos'; readonly runtime: KosRuntime }
+  | { readonly kind: 'floor'; readonly dek: string };
+
+/** The same route in each framework, behind `front`. */
+function buildListener(framework: Framework, rows: Map<string, unknown>, front: Front): Listener {
   const notFound = { error: 'not found' };
   if (framework === 'express') {
     const app = express();
-    if (runtime) app.use(expressKos({ runtime }));
+    if (front.kind === 'kos') app.use(expressKos({ runtime: front.runtime }));
+    if (front.kind === 'floor') app.use(expressFloor(front.dek) as unknown as express.RequestHandler);
     app.get('/records/:id', (req, res) => {
       const row = rows.get(req.params.id as string);
       if (row === undefined) res.status(404).json(notFound);
@@ -58,7 +69,8 @@ function buildListener(framework: Framework, rows: Map<string, unknown>, runtime
   }
   if (framework === 'hono') {
     const app = new Hono();
-    if (runtime) app.use(honoKos({ runtime }));
+    if (front.kind === 'kos') app.use(honoKos({ runtime: front.runtime }));
+    if (front.kind === 'floor') app.use(honoFloor(front.dek));
     app.get('/records/:id', (c) => {
       const row = rows.get(c.req.param('id'));
       return row === undefined ? c.json(notFound, 404) : c.json(row as object);
@@ -66,7 +78,8 @@ function buildListener(framework: Framework, rows: Map<string, unknown>, runtime
     return getRequestListener(app.fetch) as unknown as Listener;
   }
   const app = new Koa();
-  if (runtime) app.use(koaKos({ runtime }));
+  if (front.kind === 'kos') app.use(koaKos({ runtime: front.runtime }));
+  if (front.kind === 'floor') app.use(koaFloor(front.dek));
   app.use(async (ctx, next) => {
     if (ctx.method !== 'GET' || !ctx.path.startsWith('/records/')) return next();
     const row = rows.get(decodeURIComponent(ctx.path.slice('/records/'.length)));
@@ -82,22 +95,30 @@ async function main(): Promise<void> {
   const framework = option('--framework') as Framework;
   const mode = option('--mode') as ServerMode;
   if (!FRAMEWORKS.includes(framework)) throw new Error(`--framework must be one of ${FRAMEWORKS.join(', ')}`);
-  if (mode !== 'bare' && mode !== 'kos') throw new Error('--mode must be bare or kos');
+  if (mode !== 'bare' && mode !== 'kos' && mode !== 'floor') throw new Error('--mode must be bare, kos or floor');
 
   const record = benchRecord();
   let runtime: KosRuntime | undefined;
+  let front: Front = { kind: 'none' };
   const rows = new Map<string, unknown>();
-  if (mode === 'kos') {
+  if (mode === 'kos' || mode === 'floor') {
     const identityJwk = process.env[IDENTITY_ENV];
     if (!identityJwk) throw new Error(`${IDENTITY_ENV} is not set`);
     runtime = await buildBenchRuntime(JSON.parse(identityJwk) as JWK);
-    rows.set(RECORD_ID, { id: RECORD_ID, data: await runtime.kos.seal(KID, record, { dataId: RECORD_ID }) });
+    const sealed = await runtime.kos.seal(KID, record, { dataId: RECORD_ID });
+    rows.set(RECORD_ID, { id: RECORD_ID, data: sealed });
+    if (mode === 'kos') front = { kind: 'kos', runtime };
+    else {
+      const dek = await runtime.kos.keys.getDek(KID, sealed.ver);
+      front = { kind: 'floor', dek: toBase64url(dek) };
+      dek.fill(0);
+    }
   } else {
     rows.set(RECORD_ID, { id: RECORD_ID, data: record });
   }
 
   let requests = 0;
-  const server = createServer(buildListener(framework, rows, runtime));
+  const server = createServer(buildListener(framework, rows, front));
   server.on('request', () => {
     requests++;
   });
