@@ -47,9 +47,8 @@ function shapedHeaders(tier: KosDecision['tier'], contentType: string): Record<s
 
 /** The distinct key ids of a body's envelopes, in order of appearance. */
 function distinctKids(envelopes: readonly ReadEnvelope[]): string[] {
-  const kids: string[] = [];
-  for (const { header } of envelopes) if (!kids.includes(header.kid)) kids.push(header.kid);
-  return kids;
+  if (envelopes.length === 1) return [(envelopes[0] as ReadEnvelope).header.kid];
+  return [...new Set(envelopes.map((envelope) => envelope.header.kid))];
 }
 
 /** An envelope as delivery reads it: its checked header, and its ciphertext when read whole. */
@@ -504,8 +503,8 @@ export function createKos(options: KosOptions): Kos {
           transformed: true,
         };
       }
-      const slots = snapshot instanceof Error ? snapshot : snapshot?.slots;
-      if (slots instanceof Error) throw slots;
+      if (snapshot instanceof Error) throw snapshot;
+      const slots = snapshot?.slots;
       if (slots === undefined || slots.length === 0) {
         return {
           status: response.status,
