@@ -837,6 +837,13 @@ function printReport(
       ]);
     }
     lines.push(table(rows, new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])));
+    const high = own.find((r) => r.id === 'high');
+    const reference = own.find((r) => r.id === 'floor-high');
+    if (high && reference) {
+      lines.push(
+        `KOS high − reference (KOS's own work for the same bytes): ${fixed(high.usPerReq - reference.usPerReq, 1)} µs/req (server CPU: ${fixed(high.cpuUsPerReq - reference.cpuUsPerReq, 1)} µs)`,
+      );
+    }
   }
   if (micro.length > 0) {
     lines.push('');
