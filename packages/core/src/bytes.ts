@@ -68,9 +68,25 @@ export function fromUtf8Lossy(bytes: Uint8Array): string {
   return NodeBuffer.from(bytes.buffer, bytes.byteOffset + bom, bytes.byteLength - bom).toString('utf8');
 }
 
+/**
+ * Arrays this short may live inside V8's heap, where reading `.buffer` moves them out (an
+ * allocation that costs more than the encoding): they are encoded from a small scratch copy.
+ */
+const SMALL_BYTES = 64;
+let smallScratch: (NodeBufferLike & { toString(encoding: string, start: number, end: number): string }) | undefined;
+
 export function toBase64url(bytes: Uint8Array): string {
   if (NodeBuffer) {
-    return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+    const length = bytes.byteLength;
+    if (length <= SMALL_BYTES) {
+      smallScratch ??= NodeBuffer.allocUnsafeSlow(SMALL_BYTES) as typeof smallScratch & object;
+      smallScratch.set(bytes);
+      const text = smallScratch.toString('base64url', 0, length);
+      // The bytes may be key material: nothing of them stays behind.
+      smallScratch.fill(0, 0, length);
+      return text;
+    }
+    return NodeBuffer.from(bytes.buffer, bytes.byteOffset, length).toString('base64url');
   }
   return base64urlnopad.encode(bytes);
 }

@@ -85,6 +85,7 @@ export {
   decodeHeader,
   ENVELOPE_VERSION,
   type EnvelopeHeader,
+  type EnvelopeHeaderFields,
   encodeHeader,
   MAX_DATA_ID_BYTES,
 } from './envelope/header.js';

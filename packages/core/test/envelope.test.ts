@@ -7,6 +7,7 @@ import {
   decodeEnvelopeHeader,
   type Envelope,
   type EnvelopeForm,
+  type EnvelopeHeaderFields,
   encodeEnvelope,
   encodeHeader,
   isKosError,
@@ -185,7 +186,7 @@ describe('envelope v1', () => {
       expect(['ERR_ENVELOPE_MALFORMED', 'ERR_ENVELOPE_UNSUPPORTED_VERSION', 'ERR_ALG_NOT_ALLOWED']).toContain(code);
     });
 
-    it('header-only decoding gives the same verdict, error code and header as decoding whole', async () => {
+    it('header-only decoding gives the same verdict, error code and header fields as decoding whole', async () => {
       const json = await valid();
       const binary = encodeEnvelope(await seal(), 'binary');
       const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
@@ -220,8 +221,9 @@ describe('envelope v1', () => {
             fc.anything(),
           ),
           (input) => {
-            const whole = outcome(() => decodeEnvelope(input).header);
-            const header = outcome(() => decodeEnvelopeHeader(input));
+            const fields = ({ v, alg, kid, ver, did }: EnvelopeHeaderFields) => ({ v, alg, kid, ver, did });
+            const whole = outcome(() => fields(decodeEnvelope(input).header));
+            const header = outcome(() => fields(decodeEnvelopeHeader(input)));
             expect(header).toEqual(whole);
           },
         ),

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { AuditEvent, AuditTrail } from '../audit/audit-trail.js';
 import { toBase64url, utf8, wipe } from '../bytes.js';
 import { type Envelope, type EnvelopeJson, encodeEnvelope, isCompactEnvelope } from '../envelope/codec.js';
-import { ENVELOPE_MAGIC, type EnvelopeHeader } from '../envelope/header.js';
+import { ENVELOPE_MAGIC, type EnvelopeHeaderFields } from '../envelope/header.js';
 import { isKosError, KosError, toErrorBody } from '../errors.js';
 import { jwkThumbprint } from '../grants/dpop.js';
 import type { TokenIssuer } from '../grants/token-issuer.js';
@@ -52,7 +52,7 @@ function distinctKids(envelopes: readonly ReadEnvelope[]): string[] {
 }
 
 /** An envelope as delivery reads it: its checked header, and its ciphertext when read whole. */
-type ReadEnvelope = Envelope | { readonly header: EnvelopeHeader };
+type ReadEnvelope = Envelope | { readonly header: EnvelopeHeaderFields };
 
 /** The decision for one request: who, which tier and why. Exposed to route handlers. */
 export interface KosDecision extends TierDecision {

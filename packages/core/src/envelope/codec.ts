@@ -1,7 +1,15 @@
 import { base64urlByteLength, concatBytes, fromBase64url, toBase64url } from '../bytes.js';
 import { AEAD_ALGORITHMS, isAeadAlgorithm } from '../crypto/algorithms.js';
 import { KosError } from '../errors.js';
-import { decodeHeader, ENVELOPE_VERSION, type EnvelopeHeader, encodeHeader, validateHeader } from './header.js';
+import {
+  decodeHeader,
+  ENVELOPE_VERSION,
+  type EnvelopeHeader,
+  type EnvelopeHeaderFields,
+  encodeHeader,
+  validateHeader,
+  validateHeaderFields,
+} from './header.js';
 
 /** A parsed envelope: header plus ciphertext (the AEAD tag is its last 16 bytes). */
 export interface Envelope {
@@ -45,7 +53,7 @@ function checkCiphertext(ciphertext: Uint8Array, header: EnvelopeHeader, maxByte
   checkCiphertextLength(ciphertext.length, header, maxBytes);
 }
 
-function checkCiphertextLength(length: number, header: EnvelopeHeader, maxBytes: number): void {
+function checkCiphertextLength(length: number, header: EnvelopeHeaderFields, maxBytes: number): void {
   if (length > maxBytes) throw new KosError('ERR_ENVELOPE_TOO_LARGE', 'envelope is too large');
   if (length < AEAD_ALGORITHMS[header.alg].tagBytes) throw malformed('ciphertext is shorter than its tag');
 }
@@ -172,8 +180,8 @@ function field(value: unknown, name: string): Uint8Array {
   }
 }
 
-/** The header of a JSON-form envelope, with every check of decodeJson before the ciphertext's. */
-function jsonHeader(input: Record<string, unknown>, maxBytes: number): EnvelopeHeader {
+/** decodeJson's checks before any base64url field is read: the field set, version, algorithm, types, size. */
+function checkJsonFields(input: Record<string, unknown>, maxBytes: number): void {
   // Own enumerable keys are distinct, so eight of them all in the set of eight are exactly that set.
   const keys = Object.keys(input);
   if (keys.length !== JSON_KEYS.length || !keys.every((key) => JSON_KEY_SET.has(key))) {
@@ -191,34 +199,43 @@ function jsonHeader(input: Record<string, unknown>, maxBytes: number): EnvelopeH
   if (typeof input.kid !== 'string' || typeof input.did !== 'string' || typeof input.ver !== 'number') {
     throw malformed('fields kid, did must be strings and ver a number');
   }
-  const header: EnvelopeHeader = {
-    v: ENVELOPE_VERSION,
-    alg: input.alg,
-    kid: input.kid,
-    ver: input.ver,
-    nonce: field(input.nonce, 'nonce'),
-    kc: field(input.kc, 'kc'),
-    did: input.did,
-  };
-  validateHeader(header);
-  return header;
 }
 
 function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope {
-  const header = jsonHeader(input, maxBytes);
+  checkJsonFields(input, maxBytes);
+  const header: EnvelopeHeader = {
+    v: ENVELOPE_VERSION,
+    alg: input.alg as EnvelopeHeader['alg'],
+    kid: input.kid as string,
+    ver: input.ver as number,
+    nonce: field(input.nonce, 'nonce'),
+    kc: field(input.kc, 'kc'),
+    did: input.did as string,
+  };
+  validateHeader(header);
   const ciphertext = field(input.ct, 'ct');
   checkCiphertext(ciphertext, header, maxBytes);
   return checkedEnvelope(header, ciphertext);
 }
 
+/** The byte length of a base64url field, with `field`'s checks and errors, without decoding it. */
+function fieldLength(value: unknown, name: string): number {
+  if (typeof value !== 'string') throw malformed(`field ${name} must be a base64url string`);
+  try {
+    return base64urlByteLength(value, name);
+  } catch {
+    throw malformed(`field ${name} is not valid base64url`);
+  }
+}
+
 /**
- * The header of an envelope in any form, after every check `decodeEnvelope` makes — the
- * ciphertext's base64url and length included — but without keeping the ciphertext's bytes:
- * for callers that only need the key version it names (high and medium tier hand the envelope
- * on as it is). For the JSON form the ciphertext is checked without allocating it (1 KiB per
- * record on the hot path); other forms are decoded whole.
+ * An envelope's header fields (all but the nonce and commitment bytes) after every check
+ * `decodeEnvelope` makes, in its order — the nonce's, commitment's and ciphertext's base64url
+ * and lengths included — without keeping any of those bytes: for callers that only need the
+ * key version it names (high and medium tier hand the envelope on as it is). A JSON-form
+ * envelope is checked without allocating its byte fields; other forms are decoded whole.
  */
-export function decodeEnvelopeHeader(input: unknown, options: DecodeOptions = {}): EnvelopeHeader {
+export function decodeEnvelopeHeader(input: unknown, options: DecodeOptions = {}): EnvelopeHeaderFields {
   if (
     typeof input !== 'object' ||
     input === null ||
@@ -230,15 +247,17 @@ export function decodeEnvelopeHeader(input: unknown, options: DecodeOptions = {}
   }
   const maxBytes = options.maxCiphertextBytes ?? DEFAULT_MAX_CIPHERTEXT_BYTES;
   const record = input as Record<string, unknown>;
-  const header = jsonHeader(record, maxBytes);
-  let length: number;
-  try {
-    length = base64urlByteLength(record.ct as string, 'ct');
-  } catch {
-    throw malformed('field ct is not valid base64url');
-  }
-  checkCiphertextLength(length, header, maxBytes);
-  return Object.freeze(header);
+  checkJsonFields(record, maxBytes);
+  const header: EnvelopeHeaderFields = {
+    v: ENVELOPE_VERSION,
+    alg: record.alg as EnvelopeHeader['alg'],
+    kid: record.kid as string,
+    ver: record.ver as number,
+    did: record.did as string,
+  };
+  validateHeaderFields(header, fieldLength(record.nonce, 'nonce'), fieldLength(record.kc, 'kc'));
+  checkCiphertextLength(fieldLength(record.ct, 'ct'), header, maxBytes);
+  return header;
 }
 
 function isParsedEnvelope(input: unknown): input is Envelope {

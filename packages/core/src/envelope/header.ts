@@ -34,8 +34,23 @@ function malformed(message: string): KosError {
   return new KosError('ERR_ENVELOPE_MALFORMED', `envelope ${message}`);
 }
 
+/** A header without its nonce and commitment bytes: what names the key and the record. */
+export type EnvelopeHeaderFields = Omit<EnvelopeHeader, 'nonce' | 'kc'>;
+
 /** Checks every header field; throws ERR_ENVELOPE_MALFORMED / ERR_ALG_NOT_ALLOWED. */
 export function validateHeader(header: EnvelopeHeader): void {
+  validateHeaderFields(
+    header,
+    header.nonce instanceof Uint8Array ? header.nonce.length : -1,
+    header.kc instanceof Uint8Array ? header.kc.length : -1,
+  );
+}
+
+/**
+ * `validateHeader`'s checks, in its order, for a header whose nonce and commitment are known by
+ * their byte lengths only (-1: not bytes at all).
+ */
+export function validateHeaderFields(header: EnvelopeHeaderFields, nonceBytes: number, kcBytes: number): void {
   if (header.v !== ENVELOPE_VERSION) {
     throw new KosError('ERR_ENVELOPE_UNSUPPORTED_VERSION', 'envelope format version is not supported');
   }
@@ -48,12 +63,8 @@ export function validateHeader(header: EnvelopeHeader): void {
   if (!Number.isInteger(header.ver) || header.ver < 1 || header.ver > MAX_KEY_VERSION) {
     throw malformed('key version is invalid');
   }
-  if (!(header.nonce instanceof Uint8Array) || header.nonce.length !== spec.nonceBytes) {
-    throw malformed('nonce has the wrong length');
-  }
-  if (!(header.kc instanceof Uint8Array) || header.kc.length !== COMMITMENT_BYTES) {
-    throw malformed('key commitment has the wrong length');
-  }
+  if (nonceBytes !== spec.nonceBytes) throw malformed('nonce has the wrong length');
+  if (kcBytes !== COMMITMENT_BYTES) throw malformed('key commitment has the wrong length');
   // A lone surrogate would be written as U+FFFD and bind another id than the one compared.
   if (typeof header.did !== 'string' || LONE_SURROGATE.test(header.did)) throw malformed('data id is invalid');
   const didLength = utf8Length(header.did);

@@ -10,7 +10,7 @@ import { createNodeCryptoProvider } from '../crypto/node-provider.js';
 import type { CryptoProvider, KeyedHmacSha256 } from '../crypto/provider.js';
 import { type DecodeOptions, decodeEnvelope, decodeEnvelopeHeader, type Envelope } from '../envelope/codec.js';
 import { keyCheckValue } from '../envelope/commitment.js';
-import type { EnvelopeHeader } from '../envelope/header.js';
+import type { EnvelopeHeaderFields } from '../envelope/header.js';
 import { openWithKeyUsing, sealWithKeyUsing } from '../envelope/seal.js';
 import { isKosError, KosError } from '../errors.js';
 import {
@@ -622,7 +622,7 @@ export class KeyManager {
    * An envelope's header, checked as `decode` checks the whole envelope (size limit included),
    * without keeping the ciphertext's bytes: for deliveries that pass the envelope on as it is.
    */
-  decodeHeader(input: unknown): EnvelopeHeader {
+  decodeHeader(input: unknown): EnvelopeHeaderFields {
     return decodeEnvelopeHeader(input, this.#decodeOptions);
   }
 
