@@ -26,7 +26,7 @@ type HighKey = Pick<HighItem, 'dek' | 'dekJwe'>;
  */
 interface Memos {
   readonly high: Map<string, Promise<HighKey>> | undefined;
-  readonly medium: Map<string, Promise<MediumKeyReference>>;
+  readonly medium: Map<string, Promise<MediumKeyReference>> | undefined;
 }
 
 /**
@@ -315,6 +315,42 @@ export function createKos(options: KosOptions): Kos {
       : { kosTier: 'high', envelope, dekJwe: key.dekJwe };
   }
 
+  /** The share references of a medium-tier item (a key-bound grant is reused until near expiry). */
+  async function mediumReference(
+    kid: string,
+    ver: number,
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+  ): Promise<MediumKeyReference> {
+    const nodesForRequest = nodeDirectoryFor(request);
+    const dpopJkt = bind && identity.publicJwk ? await thumbprintOf(identity.publicJwk as JWK) : undefined;
+    // A key-bound grant may be reused by its holder until it expires (each use needs a
+    // fresh DPoP proof): reuse it rather than sign again. Bearer grants are single-use.
+    const cacheKey = dpopJkt
+      ? `${decision.clientId}\u0000${kid}\u0000${ver}\u0000${decision.n}\u0000${decision.k}\u0000${dpopJkt}\u0000${directoryKey(nodesForRequest)}`
+      : undefined;
+    const cached = cacheKey ? boundReferences.get(cacheKey) : undefined;
+    if (cached && cached.expiresAt - 10 > Date.now() / 1000) return cached;
+    const reference = await createMediumReference({
+      keys,
+      tokens,
+      nodes: nodesForRequest,
+      clientId: decision.clientId,
+      kid,
+      version: ver,
+      n: decision.n as number,
+      k: decision.k as number,
+      dpopJkt,
+    });
+    if (cacheKey) boundReferences.set(cacheKey, reference);
+    return reference;
+  }
+
+  /**
+   * A medium-tier item; `memo` (bodies with several envelopes, or an audit trail, which records
+   * every reference) asks for each key version's references once.
+   */
   async function mediumItem(
     envelope: unknown,
     kid: string,
@@ -322,37 +358,15 @@ export function createKos(options: KosOptions): Kos {
     request: RequestLike,
     identity: Identity,
     decision: KosDecision,
-    memo: Map<string, Promise<MediumKeyReference>>,
+    memo: Map<string, Promise<MediumKeyReference>> | undefined,
   ): Promise<MediumItem> {
-    const id = `${kid}\u0000${ver}`;
-    let pending = memo.get(id);
-    if (!pending) {
-      pending = (async () => {
-        const nodesForRequest = nodeDirectoryFor(request);
-        const dpopJkt = bind && identity.publicJwk ? await thumbprintOf(identity.publicJwk as JWK) : undefined;
-        // A key-bound grant may be reused by its holder until it expires (each use needs a
-        // fresh DPoP proof): reuse it rather than sign again. Bearer grants are single-use.
-        const cacheKey = dpopJkt
-          ? [decision.clientId, kid, ver, decision.n, decision.k, dpopJkt, directoryKey(nodesForRequest)].join('\u0000')
-          : undefined;
-        const cached = cacheKey ? boundReferences.get(cacheKey) : undefined;
-        if (cached && cached.expiresAt - 10 > Date.now() / 1000) return cached;
-        const reference = await createMediumReference({
-          keys,
-          tokens,
-          nodes: nodesForRequest,
-          clientId: decision.clientId,
-          kid,
-          version: ver,
-          n: decision.n as number,
-          k: decision.k as number,
-          dpopJkt,
-        });
-        if (cacheKey) boundReferences.set(cacheKey, reference);
-        return reference;
-      })();
-      memo.set(id, pending);
-    }
+    let pending: Promise<MediumKeyReference>;
+    if (memo) {
+      const id = `${kid}\u0000${ver}`;
+      const known = memo.get(id);
+      pending = known ?? mediumReference(kid, ver, request, identity, decision);
+      if (!known) memo.set(id, pending);
+    } else pending = mediumReference(kid, ver, request, identity, decision);
     withoutSets.delete(decision.clientId);
     return { kosTier: 'medium', envelope, key: await pending };
   }
@@ -413,7 +427,7 @@ export function createKos(options: KosOptions): Kos {
   async function recordRelease(
     decision: KosDecision,
     kids: readonly string[],
-    references: Map<string, Promise<MediumKeyReference>>,
+    references: Map<string, Promise<MediumKeyReference>> | undefined,
   ) {
     if (audit) await auditRelease(decision, kids, references);
     // Counted once the release is on the record (a failed audit write answers 503 instead).
@@ -423,10 +437,11 @@ export function createKos(options: KosOptions): Kos {
   async function auditRelease(
     decision: KosDecision,
     kids: readonly string[],
-    references: Map<string, Promise<MediumKeyReference>>,
+    // Kept for every medium response while an audit trail is configured.
+    references: Map<string, Promise<MediumKeyReference>> | undefined,
   ) {
     const facts = decisionFacts(decision);
-    if (decision.tier === 'medium') {
+    if (decision.tier === 'medium' && references) {
       for (const pending of references.values()) {
         const reference = await pending;
         const jti = grantId(reference.grant);
@@ -479,7 +494,7 @@ export function createKos(options: KosOptions): Kos {
   ): Promise<KosHttpResponse> {
     try {
       if (isBinaryEnvelope(response.body)) {
-        const memos: Memos = { high: undefined, medium: new Map() };
+        const memos: Memos = { high: undefined, medium: audit ? new Map() : undefined };
         const envelope = parseAll([response.body], 'low')[0] as Envelope;
         span.setAttribute('kos.kids', [envelope.header.kid]);
         span.setAttribute('kos.envelopes', 1);
@@ -521,7 +536,11 @@ export function createKos(options: KosOptions): Kos {
       span.setAttribute('kos.kids', kids);
       span.setAttribute('kos.envelopes', envelopes.length);
       for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
-      const memos: Memos = { high: slots.length > 1 ? new Map() : undefined, medium: new Map() };
+      const several = slots.length > 1;
+      const memos: Memos = {
+        high: several ? new Map() : undefined,
+        medium: several || audit ? new Map() : undefined,
+      };
       const shaped =
         slots.length === 1
           ? [
