@@ -45,6 +45,23 @@ function shapedHeaders(tier: KosDecision['tier'], contentType: string): Record<s
       };
 }
 
+/** `make()`, once per key version when a response keeps a `memo` (no memo: every call makes its own). */
+function memoized<T>(
+  memo: Map<string, Promise<T>> | undefined,
+  kid: string,
+  ver: number,
+  make: () => Promise<T>,
+): Promise<T> {
+  if (!memo) return make();
+  const id = `${kid}\u0000${ver}`;
+  let pending = memo.get(id);
+  if (!pending) {
+    pending = make();
+    memo.set(id, pending);
+  }
+  return pending;
+}
+
 /** The distinct key ids of a body's envelopes, in order of appearance. */
 function distinctKids(envelopes: readonly ReadEnvelope[]): string[] {
   if (envelopes.length === 1) return [(envelopes[0] as ReadEnvelope).header.kid];
@@ -301,14 +318,7 @@ export function createKos(options: KosOptions): Kos {
     identity: Identity,
     memo: Map<string, Promise<HighKey>> | undefined,
   ): Promise<HighItem> {
-    let pending: Promise<HighKey>;
-    if (memo) {
-      const id = `${kid}\u0000${ver}`;
-      const known = memo.get(id);
-      pending = known ?? releaseDek(kid, ver, identity);
-      if (!known) memo.set(id, pending);
-    } else pending = releaseDek(kid, ver, identity);
-    const key = await pending;
+    const key = await memoized(memo, kid, ver, () => releaseDek(kid, ver, identity));
     // Written out (no spread): the members in the wire format's order.
     return key.dekJwe === undefined
       ? { kosTier: 'high', envelope, dek: key.dek as string }
@@ -360,13 +370,7 @@ export function createKos(options: KosOptions): Kos {
     decision: KosDecision,
     memo: Map<string, Promise<MediumKeyReference>> | undefined,
   ): Promise<MediumItem> {
-    let pending: Promise<MediumKeyReference>;
-    if (memo) {
-      const id = `${kid}\u0000${ver}`;
-      const known = memo.get(id);
-      pending = known ?? mediumReference(kid, ver, request, identity, decision);
-      if (!known) memo.set(id, pending);
-    } else pending = mediumReference(kid, ver, request, identity, decision);
+    const pending = memoized(memo, kid, ver, () => mediumReference(kid, ver, request, identity, decision));
     withoutSets.delete(decision.clientId);
     return { kosTier: 'medium', envelope, key: await pending };
   }

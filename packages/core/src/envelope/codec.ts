@@ -171,13 +171,18 @@ function decodeBinary(bytes: Uint8Array, maxBytes: number): Envelope {
   return checkedEnvelope(header, ciphertext);
 }
 
-function field(value: unknown, name: string): Uint8Array {
+/** Reads a base64url field with `read`, turning any failure into ERR_ENVELOPE_MALFORMED naming the field. */
+function base64urlField<T>(value: unknown, name: string, read: (text: string, what: string) => T): T {
   if (typeof value !== 'string') throw malformed(`field ${name} must be a base64url string`);
   try {
-    return fromBase64url(value, name);
+    return read(value, name);
   } catch {
     throw malformed(`field ${name} is not valid base64url`);
   }
+}
+
+function field(value: unknown, name: string): Uint8Array {
+  return base64urlField(value, name, fromBase64url);
 }
 
 /** decodeJson's checks before any base64url field is read: the field set, version, algorithm, types, size. */
@@ -220,12 +225,7 @@ function decodeJson(input: Record<string, unknown>, maxBytes: number): Envelope 
 
 /** The byte length of a base64url field, with `field`'s checks and errors, without decoding it. */
 function fieldLength(value: unknown, name: string): number {
-  if (typeof value !== 'string') throw malformed(`field ${name} must be a base64url string`);
-  try {
-    return base64urlByteLength(value, name);
-  } catch {
-    throw malformed(`field ${name} is not valid base64url`);
-  }
+  return base64urlField(value, name, base64urlByteLength);
 }
 
 /**
