@@ -30,11 +30,13 @@
  * set by something else (autocannon, other jobs) and the verdict uses the measured server CPU
  * per request instead. Both figures are always printed.
  *
- * One more row per framework is not KOS: "reference: same high-tier bytes, no checks" puts the
- * sealed route behind `bench/support/floor-middleware.ts`, which sends exactly KOS's high-tier
- * body and headers without verifying anything. Its added µs is what any middleware answering
- * those bytes pays on this machine (framework, Node, loopback); KOS's high row minus it is
- * KOS's own work. It takes part in no target.
+ * Two more rows per framework are not KOS: "reference: same high-tier bytes, no checks" and
+ * "reference: same low-tier bytes, one decrypt, no checks" put the sealed route behind
+ * `bench/support/floor-middleware.ts`, which sends exactly KOS's high- or low-tier body and
+ * headers without verifying anything (the low one decrypts the record with node:crypto, as it
+ * must). Their added µs is what any middleware answering those bytes pays on this machine
+ * (framework, Node, loopback, and for low one AES-GCM open); KOS's row minus it is KOS's own
+ * work. They take part in no target.
  *
  * It also times, in this process and without HTTP, the two calls every adapter makes per
  * request (`kos.decide`, `kos.deliver` per tier) and the parts they contain, as process CPU
@@ -104,7 +106,7 @@ const SERVER_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'support', '
 
 // ------------------------------------------------------------------ cases
 
-type CaseId = 'bare' | 'low' | 'high' | 'floor-high' | 'medium-bearer' | 'medium-bound';
+type CaseId = 'bare' | 'low' | 'floor-low' | 'high' | 'floor-high' | 'medium-bearer' | 'medium-bound';
 type TokenName = 'low' | 'high' | 'medium' | 'mediumBound';
 
 interface CaseDef {
@@ -118,6 +120,8 @@ const CASE_DEFS: readonly CaseDef[] = [
   // The bare route ignores the header; it is sent so both see the same request bytes.
   { id: 'bare', label: 'bare route, no middleware', mode: 'bare', token: 'low' },
   { id: 'low', label: 'KOS low tier (score 30)', mode: 'kos', token: 'low' },
+  // Not KOS: decrypts the record (node:crypto AES-GCM, key fixed) and sends the low-tier bytes, no checks.
+  { id: 'floor-low', label: 'reference: same low-tier bytes, one decrypt, no checks', mode: 'floor-low', token: 'low' },
   { id: 'high', label: 'KOS high tier (score 90)', mode: 'kos', token: 'high' },
   // Not KOS: the least a middleware could do to send the high-tier bytes (no checks), to show
   // in the same run what any middleware answering them pays (bench/support/floor-middleware.ts).
@@ -377,11 +381,24 @@ async function sanity(
       );
       bytes[`${framework}:floor-high`] = reference.bytes;
     }
+    const floorLow = servers.get(`${framework}:floor-low`);
+    if (floorLow) {
+      const reference = await get(floorLow.port, tokens.low);
+      check(
+        reference.status === 200 && reference.tier === 'low' && isDeepStrictEqual(reference.body, expected),
+        `${framework} low-tier reference middleware returns the plaintext record`,
+      );
+      bytes[`${framework}:floor-low`] = reference.bytes;
+    }
     if (!kos) continue;
     const low = await get(kos.port, tokens.low);
     check(low.status === 200 && low.tier === 'low', `${framework} KOS low tier answers 200 low`);
     check(isDeepStrictEqual(low.body, expected), `${framework} KOS low tier returns the plaintext record`);
     bytes[`${framework}:low`] = low.bytes;
+    const floorLowBytes = bytes[`${framework}:floor-low`];
+    if (floorLowBytes !== undefined) {
+      check(floorLowBytes === low.bytes, `${framework} low-tier reference sends as many bytes as KOS low`);
+    }
     const high = await get(kos.port, tokens.high);
     const highData = (high.body as { data?: { kosTier?: string; dek?: string; envelope?: { kid?: string } } }).data;
     check(high.status === 200 && high.tier === 'high', `${framework} KOS high tier answers 200 high`);
@@ -837,12 +854,17 @@ function printReport(
       ]);
     }
     lines.push(table(rows, new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])));
-    const high = own.find((r) => r.id === 'high');
-    const reference = own.find((r) => r.id === 'floor-high');
-    if (high && reference) {
-      lines.push(
-        `KOS high − reference (KOS's own work for the same bytes): ${fixed(high.usPerReq - reference.usPerReq, 1)} µs/req (server CPU: ${fixed(high.cpuUsPerReq - reference.cpuUsPerReq, 1)} µs)`,
-      );
+    for (const [tier, referenceId] of [
+      ['low', 'floor-low'],
+      ['high', 'floor-high'],
+    ] as const) {
+      const kos = own.find((r) => r.id === tier);
+      const reference = own.find((r) => r.id === referenceId);
+      if (kos && reference) {
+        lines.push(
+          `KOS ${tier} − reference (KOS's own work for the same bytes): ${fixed(kos.usPerReq - reference.usPerReq, 1)} µs/req (server CPU: ${fixed(kos.cpuUsPerReq - reference.cpuUsPerReq, 1)} µs)`,
+        );
+      }
     }
   }
   if (micro.length > 0) {

@@ -14,8 +14,8 @@ import { generateKeyPair, type JWK } from 'jose';
 
 export const FRAMEWORKS = ['express', 'hono', 'koa'] as const;
 export type Framework = (typeof FRAMEWORKS)[number];
-/** bare: no middleware; kos: kosMiddleware; floor: the reference middleware of `floor-middleware.ts`. */
-export type ServerMode = 'bare' | 'kos' | 'floor';
+/** bare: no middleware; kos: kosMiddleware; floor / floor-low: the reference middlewares of `floor-middleware.ts`. */
+export type ServerMode = 'bare' | 'kos' | 'floor' | 'floor-low';
 
 export const ISSUER = 'https://idp.bench';
 export const AUDIENCE = 'records-api';

@@ -7,8 +7,9 @@
  * `--mode bare`: the route answers `{ id, data: <plaintext 1 KiB record> }`; no middleware.
  * `--mode kos`: KOS in front (the same wiring as the adapters' docs: `app.use(kosMiddleware)`),
  * and the route answers `{ id, data: <sealed envelope, JSON form> }`, sealed once at start-up.
- * `--mode floor`: the same sealed route behind the reference middleware of
- * `floor-middleware.ts` (KOS's high-tier bytes, no checks; the DEK is read once at start-up).
+ * `--mode floor` / `--mode floor-low`: the same sealed route behind a reference middleware of
+ * `floor-middleware.ts` (KOS's high- or low-tier bytes, no checks; the DEK is read once at
+ * start-up).
  * The identity issuer's public JWK comes in the env var `KOS_BENCH_IDENTITY_JWK`.
  *
  * Protocol: prints `listening <port>` on stdout when ready. Each `cpu` line on stdin is
@@ -18,7 +19,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createInterface } from 'node:readline';
 import { getRequestListener } from '@hono/node-server';
-import { toBase64url } from '@kos/core';
+import { decodeEnvelope, encodeHeader, toBase64url } from '@kos/core';
 import { kosMiddleware as expressKos } from '@kos/express';
 import { kosMiddleware as honoKos } from '@kos/hono';
 import type { KosRuntime } from '@kos/kms-adapters';
@@ -27,7 +28,7 @@ import express from 'express';
 import { Hono } from 'hono';
 import type { JWK } from 'jose';
 import Koa from 'koa';
-import { expressFloor, honoFloor, koaFloor } from './floor-middleware.js';
+import { expressFloor, highAnswer, honoFloor, koaFloor, lowAnswer, type ReferenceAnswer } from './floor-middleware.js';
 import {
   benchRecord,
   buildBenchRuntime,
@@ -47,11 +48,11 @@ function option(name: string): string | undefined {
   return at === -1 ? undefined : argv[at + 1];
 }
 
-/** What sits in front of the route: nothing, KOS, or the reference middleware (with its DEK). */
+/** What sits in front of the route: nothing, KOS, or a reference middleware (what it answers). */
 type Front =
   | { readonly kind: 'none' }
   | { readonly kind: 'kos'; readonly runtime: KosRuntime }
-  | { readonly kind: 'floor'; readonly dek: string };
+  | { readonly kind: 'floor'; readonly answer: ReferenceAnswer };
 
 /** The same route in each framework, behind `front`. */
 function buildListener(framework: Framework, rows: Map<string, unknown>, front: Front): Listener {
@@ -59,7 +60,7 @@ function buildListener(framework: Framework, rows: Map<string, unknown>, front: 
   if (framework === 'express') {
     const app = express();
     if (front.kind === 'kos') app.use(expressKos({ runtime: front.runtime }));
-    if (front.kind === 'floor') app.use(expressFloor(front.dek) as unknown as express.RequestHandler);
+    if (front.kind === 'floor') app.use(expressFloor(front.answer) as unknown as express.RequestHandler);
     app.get('/records/:id', (req, res) => {
       const row = rows.get(req.params.id as string);
       if (row === undefined) res.status(404).json(notFound);
@@ -70,7 +71,7 @@ function buildListener(framework: Framework, rows: Map<string, unknown>, front: 
   if (framework === 'hono') {
     const app = new Hono();
     if (front.kind === 'kos') app.use(honoKos({ runtime: front.runtime }));
-    if (front.kind === 'floor') app.use(honoFloor(front.dek));
+    if (front.kind === 'floor') app.use(honoFloor(front.answer));
     app.get('/records/:id', (c) => {
       const row = rows.get(c.req.param('id'));
       return row === undefined ? c.json(notFound, 404) : c.json(row as object);
@@ -79,7 +80,7 @@ function buildListener(framework: Framework, rows: Map<string, unknown>, front: 
   }
   const app = new Koa();
   if (front.kind === 'kos') app.use(koaKos({ runtime: front.runtime }));
-  if (front.kind === 'floor') app.use(koaFloor(front.dek));
+  if (front.kind === 'floor') app.use(koaFloor(front.answer));
   app.use(async (ctx, next) => {
     if (ctx.method !== 'GET' || !ctx.path.startsWith('/records/')) return next();
     const row = rows.get(decodeURIComponent(ctx.path.slice('/records/'.length)));
@@ -95,13 +96,15 @@ async function main(): Promise<void> {
   const framework = option('--framework') as Framework;
   const mode = option('--mode') as ServerMode;
   if (!FRAMEWORKS.includes(framework)) throw new Error(`--framework must be one of ${FRAMEWORKS.join(', ')}`);
-  if (mode !== 'bare' && mode !== 'kos' && mode !== 'floor') throw new Error('--mode must be bare, kos or floor');
+  if (mode !== 'bare' && mode !== 'kos' && mode !== 'floor' && mode !== 'floor-low') {
+    throw new Error('--mode must be bare, kos, floor or floor-low');
+  }
 
   const record = benchRecord();
   let runtime: KosRuntime | undefined;
   let front: Front = { kind: 'none' };
   const rows = new Map<string, unknown>();
-  if (mode === 'kos' || mode === 'floor') {
+  if (mode !== 'bare') {
     const identityJwk = process.env[IDENTITY_ENV];
     if (!identityJwk) throw new Error(`${IDENTITY_ENV} is not set`);
     runtime = await buildBenchRuntime(JSON.parse(identityJwk) as JWK);
@@ -110,8 +113,12 @@ async function main(): Promise<void> {
     if (mode === 'kos') front = { kind: 'kos', runtime };
     else {
       const dek = await runtime.kos.keys.getDek(KID, sealed.ver);
-      front = { kind: 'floor', dek: toBase64url(dek) };
-      dek.fill(0);
+      front = {
+        kind: 'floor',
+        answer:
+          mode === 'floor' ? highAnswer(toBase64url(dek)) : lowAnswer(dek, encodeHeader(decodeEnvelope(sealed).header)),
+      };
+      if (mode === 'floor') dek.fill(0);
     }
   } else {
     rows.set(RECORD_ID, { id: RECORD_ID, data: record });
