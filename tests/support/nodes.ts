@@ -85,7 +85,14 @@ export class HostileNode implements ShareStore {
       value[3] = (value[3] as number) ^ 0x04;
       return { ...share, value };
     }
-    if (b.kind === 'garbage') return { ...share, value: crypto.getRandomValues(new Uint8Array(33)) };
+    if (b.kind === 'garbage') {
+      // Random bytes, but never the real x coordinate (last byte) nor 0: by chance (2 in 256)
+      // they would be refused for another reason than the one this misbehaviour stands for.
+      const garbage = crypto.getRandomValues(new Uint8Array(33));
+      const x = value[value.length - 1] as number;
+      garbage[32] = (x % 255) + 1;
+      return { ...share, value: garbage };
+    }
     return share;
   }
 
