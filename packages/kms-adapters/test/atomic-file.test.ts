@@ -1,20 +1,14 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decodeWithIntegrity, encodeWithIntegrity, readJsonWithIntegrity, writeFileAtomic } from '../src/index.js';
 import { expectKosError } from '../src/testing/index.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { freshTempDirEach } from './helpers/temp-dir.js';
 
 let dir: string;
-let removeDir: () => Promise<void>;
-
-beforeEach(async () => {
-  ({ dir, remove: removeDir } = await makeTempDir());
-});
-
-afterEach(async () => {
-  await removeDir();
+freshTempDirEach((fresh) => {
+  dir = fresh;
 });
 
 async function caught(call: () => Promise<unknown>): Promise<Error & { code?: string }> {

@@ -1,22 +1,16 @@
 import { readdir } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createFileShareStore } from '../src/index.js';
 import { CRASH_SHARE_IDS, generationShare } from './fixtures/generations.js';
 import { spawnFixture } from './helpers/fixture-process.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { freshTempDirEach } from './helpers/temp-dir.js';
 
 const KILLS = 20;
 
 let dir: string;
-let removeDir: () => Promise<void>;
-
-beforeEach(async () => {
-  ({ dir, remove: removeDir } = await makeTempDir());
-});
-
-afterEach(async () => {
-  await removeDir();
+freshTempDirEach((fresh) => {
+  dir = fresh;
 });
 
 const SHARE_FILE_NAMES = new Set(CRASH_SHARE_IDS.map((id) => `${id}.share.json`));

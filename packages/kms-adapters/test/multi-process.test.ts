@@ -1,21 +1,13 @@
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createFileMetadataStore } from '../src/index.js';
 import { makeKeyRecord } from '../src/testing/index.js';
 import { type FixtureProcess, spawnFixture } from './helpers/fixture-process.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { freshTempDirEach } from './helpers/temp-dir.js';
 
 let dir: string;
-let removeDir: () => Promise<void>;
-
-beforeEach(async () => {
-  const temp = await makeTempDir();
-  dir = join(temp.dir, 'meta');
-  removeDir = temp.remove;
-});
-
-afterEach(async () => {
-  await removeDir();
+freshTempDirEach((fresh) => {
+  dir = join(fresh, 'meta');
 });
 
 /** Starts two racers, waits until both are ready, then releases them at the same moment. */

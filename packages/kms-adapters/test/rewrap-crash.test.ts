@@ -1,23 +1,17 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeEnvelope, encodeEnvelope, KeyManager, utf8 } from '@kos/core';
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createFileMetadataStore, createFileShareStore } from '../src/index.js';
 import { spawnFixture } from './helpers/fixture-process.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { freshTempDirEach } from './helpers/temp-dir.js';
 
 const RECORDS = 1500;
 const KILLS = 5;
 
 let dir: string;
-let removeDir: () => Promise<void>;
-
-beforeEach(async () => {
-  ({ dir, remove: removeDir } = await makeTempDir());
-});
-
-afterEach(async () => {
-  await removeDir();
+freshTempDirEach((fresh) => {
+  dir = fresh;
 });
 
 function fileKeys(): KeyManager {

@@ -11,7 +11,7 @@ import {
   utf8,
 } from '@kos/core';
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import {
   createMemoryMetadataStore,
   createMemoryShareStore,
@@ -19,19 +19,13 @@ import {
   rewrapRecord,
   rewrapRecords,
 } from '../src/index.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { freshTempDirEach } from './helpers/temp-dir.js';
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
 let dir: string;
-let removeDir: () => Promise<void>;
-
-beforeEach(async () => {
-  ({ dir, remove: removeDir } = await makeTempDir());
-});
-
-afterEach(async () => {
-  await removeDir();
+freshTempDirEach((fresh) => {
+  dir = fresh;
 });
 
 function newKeys(options: Partial<ConstructorParameters<typeof KeyManager>[0]> = {}): KeyManager {
