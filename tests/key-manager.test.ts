@@ -4,23 +4,16 @@ import {
   encodeEnvelope,
   isKosError,
   KeyManager,
-  type KeyManagerEvent,
   startRotationScheduler,
   utf8,
 } from '@kos/core';
 import { createMemoryMetadataStore } from '@kos/kms-adapters';
 import { describe, expect, it } from 'vitest';
 import { expectKosError } from '../packages/core/test/helpers.js';
+import { memoryKeyManager, text } from './support/key-manager.js';
 import { memoryNodes } from './support/nodes.js';
 
-const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-
-function setup(options: Partial<ConstructorParameters<typeof KeyManager>[0]> = {}) {
-  const metadata = createMemoryMetadataStore();
-  const events: KeyManagerEvent[] = [];
-  const keys = new KeyManager({ metadata, nodes: memoryNodes(5), onEvent: (e) => events.push(e), ...options });
-  return { keys, metadata, events };
-}
+const setup = memoryKeyManager;
 
 describe('the key registry', () => {
   it('creates a key with version 1 active and primary, its shares on 5 distinct nodes', async () => {

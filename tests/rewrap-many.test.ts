@@ -1,26 +1,9 @@
-import {
-  decodeEnvelope,
-  type Envelope,
-  type EnvelopeForm,
-  encodeEnvelope,
-  KeyManager,
-  type KeyManagerEvent,
-  toBase64url,
-  utf8,
-} from '@kos/core';
-import { createMemoryMetadataStore } from '@kos/kms-adapters';
+import { decodeEnvelope, type Envelope, type EnvelopeForm, encodeEnvelope, toBase64url, utf8 } from '@kos/core';
 import { describe, expect, it } from 'vitest';
 import { expectKosError } from '../packages/core/test/helpers.js';
-import { memoryNodes } from './support/nodes.js';
+import { memoryKeyManager, text } from './support/key-manager.js';
 
-const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-
-function setup(options: Partial<ConstructorParameters<typeof KeyManager>[0]> = {}) {
-  const metadata = createMemoryMetadataStore();
-  const events: KeyManagerEvent[] = [];
-  const keys = new KeyManager({ metadata, nodes: memoryNodes(5), onEvent: (e) => events.push(e), ...options });
-  return { keys, metadata, events };
-}
+const setup = memoryKeyManager;
 
 describe('KeyManager.rewrapMany', () => {
   it('rewraps envelopes of several keys and versions, in any form, in order', async () => {
