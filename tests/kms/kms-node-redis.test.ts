@@ -108,8 +108,12 @@ describeRedis('kos-kms on Redis Sentinel and Redis Cluster, from its flags', () 
     ['a Sentinel address without a port', ['--store', 'redis', '--redis-sentinel', '127.0.0.1'], /host:port/],
     ['Redis flags without --store redis', ['--store', 'memory', '--redis-cluster', '127.0.0.1:7000'], /--store redis/],
   ];
-  it.each(refusals)('refuses %s at start, with exit code 1 and the reason', async (_name, flags, reason) => {
-    const outcome = await execute(
+  /** Runs `kos-kms` as node-x with `flags` until it exits: its exit code (0 if it did not fail) and stderr. */
+  function runKmsNode(
+    flags: readonly string[],
+    options: { timeout: number; env?: NodeJS.ProcessEnv },
+  ): Promise<{ code: number; stderr: string }> {
+    return execute(
       process.execPath,
       [
         ...NODE_ARGS,
@@ -122,11 +126,15 @@ describeRedis('kos-kms on Redis Sentinel and Redis Cluster, from its flags', () 
         identity.jwksPath,
         ...flags,
       ],
-      { cwd: root, timeout: 30_000 },
+      { cwd: root, ...options },
     ).then(
       () => ({ code: 0, stderr: '' }),
       (error: { code: number; stderr: string }) => error,
     );
+  }
+
+  it.each(refusals)('refuses %s at start, with exit code 1 and the reason', async (_name, flags, reason) => {
+    const outcome = await runKmsNode(flags, { timeout: 30_000 });
     expect(outcome.code).toBe(1);
     expect(outcome.stderr).toMatch(reason);
   });
@@ -134,17 +142,8 @@ describeRedis('kos-kms on Redis Sentinel and Redis Cluster, from its flags', () 
   it('a Sentinel that does not answer: a fatal ERR_STORE_IO line naming the master, not a hang', {
     timeout: 30_000,
   }, async () => {
-    const outcome = await execute(
-      process.execPath,
+    const outcome = await runKmsNode(
       [
-        ...NODE_ARGS,
-        KMS_CLI,
-        '--node-id',
-        'node-x',
-        '--issuer',
-        identity.issuer,
-        '--trusted-keys',
-        identity.jwksPath,
         '--store',
         'redis',
         '--redis-sentinel',
@@ -154,10 +153,7 @@ describeRedis('kos-kms on Redis Sentinel and Redis Cluster, from its flags', () 
         '--redis-connect-timeout',
         '1000',
       ],
-      { cwd: root, timeout: 25_000, env: { ...process.env, KOS_REDIS_SENTINEL_PASSWORD: 'not-shown' } },
-    ).then(
-      () => ({ code: 0, stderr: '' }),
-      (error: { code: number; stderr: string }) => error,
+      { timeout: 25_000, env: { ...process.env, KOS_REDIS_SENTINEL_PASSWORD: 'not-shown' } },
     );
     expect(outcome.code).toBe(1);
     const fatal = JSON.parse(outcome.stderr.trim().split('\n').at(-1) as string);
