@@ -288,45 +288,42 @@ async function listen(server: Server): Promise<string> {
 }
 
 type Options = Parameters<typeof createExpressApp>[0];
+
+/** A started example: its base URL, dev-token minting, and a stop that closes the server, KOS and the records. */
+async function exampleRunning(
+  server: Server,
+  started: {
+    kos: { close(): Promise<void> };
+    runtime: { mintDevToken?: unknown };
+    records: { close(): Promise<void> };
+  },
+): Promise<Running> {
+  return {
+    base: await listen(server),
+    mint: started.runtime.mintDevToken as never,
+    stop: async () => {
+      server.close();
+      await started.kos.close();
+      await started.records.close();
+    },
+  };
+}
+
 const starters: Record<string, (options: Options) => Promise<Running>> = {
   express: async (options) => {
-    const { app, kos, runtime, records } = await createExpressApp(options);
-    const server = app.listen(0, '127.0.0.1');
-    return {
-      base: await listen(server),
-      mint: runtime.mintDevToken as never,
-      stop: async () => {
-        server.close();
-        await kos.close();
-        await records.close();
-      },
-    };
+    const started = await createExpressApp(options);
+    return exampleRunning(started.app.listen(0, '127.0.0.1'), started);
   },
   hono: async (options) => {
-    const { app, kos, runtime, records } = await createHonoApp(options);
-    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as unknown as Server;
-    return {
-      base: await listen(server),
-      mint: runtime.mintDevToken as never,
-      stop: async () => {
-        server.close();
-        await kos.close();
-        await records.close();
-      },
-    };
+    const started = await createHonoApp(options);
+    return exampleRunning(
+      serve({ fetch: started.app.fetch, port: 0, hostname: '127.0.0.1' }) as unknown as Server,
+      started,
+    );
   },
   koa: async (options) => {
-    const { app, kos, runtime, records } = await createKoaApp(options);
-    const server = app.listen(0, '127.0.0.1');
-    return {
-      base: await listen(server),
-      mint: runtime.mintDevToken as never,
-      stop: async () => {
-        server.close();
-        await kos.close();
-        await records.close();
-      },
-    };
+    const started = await createKoaApp(options);
+    return exampleRunning(started.app.listen(0, '127.0.0.1'), started);
   },
 };
 
