@@ -1,6 +1,6 @@
 // `npm start`: the Express example on the embedded default ($KOS_DIR or ./.kos), with instructions.
 import type { AddressInfo } from 'node:net';
-import { printInstructions } from '@kos/example-shared';
+import { printInstructions, stopOnSignals } from '@kos/example-shared';
 import { createApp } from './app.js';
 
 const port = Number(process.env.PORT ?? 3000);
@@ -9,13 +9,4 @@ const server = app.listen(port, '127.0.0.1', () => {
   const { port: actual } = server.address() as AddressInfo;
   printInstructions('Express', `http://127.0.0.1:${actual}`, runtime.mode, records.description);
 });
-const stop = () =>
-  server.close(
-    () =>
-      void kos
-        .close()
-        .then(() => records.close())
-        .then(() => process.exit(0)),
-  );
-process.once('SIGINT', stop);
-process.once('SIGTERM', stop);
+stopOnSignals(server, kos, records);

@@ -15,3 +15,4 @@ export {
   recordStoreFromEnv,
   type StoredRecord,
 } from './record-store.js';
+export { stopOnSignals } from './shutdown.js';
