@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { browserAssets, type RecordStore, recordStoreFailure, recordStoreFromEnv } from '@kos/example-shared';
+import { browserAssets, type RecordStore, recordStoreFailure, startWithRecords } from '@kos/example-shared';
 import { type KosMiddlewareOptions, type KosVariables, kosMiddleware } from '@kos/hono';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -12,14 +12,9 @@ export interface ExampleAppOptions extends KosMiddlewareOptions {
 /** The records API, protected by KOS (same routes as examples/express and examples/koa). */
 export async function createApp(options: ExampleAppOptions = {}) {
   const { records: given, ...kosOptions } = options;
-  // A malformed KOS_EXAMPLE_RECORDS_REDIS_URL is refused before KOS starts.
-  const openRecords = given ? async () => given : recordStoreFromEnv(options.env ?? process.env);
-  const kos = kosMiddleware(kosOptions);
-  const runtime = await kos.ready;
-  const records = await openRecords().catch(async (error: unknown) => {
-    await kos.close();
-    throw error;
-  });
+  const { kos, runtime, records } = await startWithRecords(given, options.env ?? process.env, () =>
+    kosMiddleware(kosOptions),
+  );
   const app = new Hono<{ Variables: KosVariables }>();
 
   // Public routes, before KOS.

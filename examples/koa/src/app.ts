@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
-import { browserAssets, type RecordStore, recordStoreFailure, recordStoreFromEnv } from '@kos/example-shared';
+import { browserAssets, type RecordStore, recordStoreFailure, startWithRecords } from '@kos/example-shared';
 import { type KosMiddlewareOptions, type KosState, kosMiddleware } from '@kos/koa';
 import Koa from 'koa';
 
@@ -27,14 +27,9 @@ export interface ExampleAppOptions extends KosMiddlewareOptions {
 /** The records API, protected by KOS (same routes as examples/express and examples/hono). */
 export async function createApp(options: ExampleAppOptions = {}) {
   const { records: given, ...kosOptions } = options;
-  // A malformed KOS_EXAMPLE_RECORDS_REDIS_URL is refused before KOS starts.
-  const openRecords = given ? async () => given : recordStoreFromEnv(options.env ?? process.env);
-  const kos = kosMiddleware(kosOptions);
-  const runtime = await kos.ready;
-  const records = await openRecords().catch(async (error: unknown) => {
-    await kos.close();
-    throw error;
-  });
+  const { kos, runtime, records } = await startWithRecords(given, options.env ?? process.env, () =>
+    kosMiddleware(kosOptions),
+  );
   const app = new Koa<KosState>();
 
   // Public routes, before KOS.

@@ -14,5 +14,6 @@ export {
   recordStoreFailure,
   recordStoreFromEnv,
   type StoredRecord,
+  startWithRecords,
 } from './record-store.js';
 export { stopOnSignals } from './shutdown.js';

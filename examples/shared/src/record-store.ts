@@ -310,6 +310,27 @@ export function recordStoreFromEnv(
 }
 
 /**
+ * Starts an example's KOS middleware and its record store, in the order every example needs: a
+ * malformed KOS_EXAMPLE_RECORDS_REDIS_URL is refused before KOS starts, the store opens once KOS
+ * is ready, and KOS is closed again if the store cannot open. `given` replaces the store from
+ * `env`.
+ */
+export async function startWithRecords<Kos extends { readonly ready: Promise<unknown>; close(): Promise<void> }>(
+  given: RecordStore | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+  startKos: () => Kos,
+): Promise<{ kos: Kos; runtime: Awaited<Kos['ready']>; records: RecordStore }> {
+  const openRecords = given ? async () => given : recordStoreFromEnv(env);
+  const kos = startKos();
+  const runtime = (await kos.ready) as Awaited<Kos['ready']>;
+  const records = await openRecords().catch(async (error: unknown) => {
+    await kos.close();
+    throw error;
+  });
+  return { kos, runtime, records };
+}
+
+/**
  * The JSON error a route answers when a store call fails: the KosError's status and
  * `{ error: { code, message } }` (anything else: 500 ERR_INTERNAL).
  */
