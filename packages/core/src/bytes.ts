@@ -93,27 +93,36 @@ export function toBase64url(bytes: Uint8Array): string {
 
 /** Strict base64url (no padding) decode; throws ERR_ENVELOPE_MALFORMED-style errors via `what`. */
 export function fromBase64url(text: string, what = 'value'): Uint8Array {
-  if (typeof text !== 'string' || text.length % 4 === 1 || !canonicalTail(text)) {
-    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
-  }
+  checkBase64urlShape(text, what);
   if (NodeBuffer) {
-    // Buffer skips characters outside the alphabet (so the output comes out short) and also
-    // reads the standard alphabet's '+' and '/': refuse both, without a per-character regex.
-    if (text.indexOf('+') !== -1 || text.indexOf('/') !== -1) {
-      throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
-    }
     const out = NodeBuffer.from(text, 'base64url');
-    if (out.length !== Math.floor((text.length * 3) / 4)) {
-      throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
-    }
+    if (out.length !== decodedLength(text)) throw notBase64url(what);
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
-  if (!BASE64URL.test(text)) throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+  if (!BASE64URL.test(text)) throw notBase64url(what);
   try {
     return base64urlnopad.decode(text);
   } catch {
-    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+    throw notBase64url(what);
   }
+}
+
+function notBase64url(what: string): KosError {
+  return new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
+}
+
+/** Bytes that a base64url text without padding stands for. */
+const decodedLength = (text: string): number => Math.floor((text.length * 3) / 4);
+
+/**
+ * The checks strict decoding makes before decoding: a string of a possible length with a
+ * canonical last character; under Node also no '+' or '/', which Buffer would read as the
+ * standard alphabet (characters outside both alphabets are skipped by Buffer, so its output
+ * comes out short: callers compare the decoded length).
+ */
+function checkBase64urlShape(text: unknown, what: string): asserts text is string {
+  if (typeof text !== 'string' || text.length % 4 === 1 || !canonicalTail(text)) throw notBase64url(what);
+  if (NodeBuffer && (text.indexOf('+') !== -1 || text.indexOf('/') !== -1)) throw notBase64url(what);
 }
 
 /** Characters `base64urlByteLength` checks through the scratch buffer; longer texts are decoded. */
@@ -127,19 +136,11 @@ let scratch: (NodeBufferLike & { write(text: string, encoding: string): number }
  * ciphertexts.)
  */
 export function base64urlByteLength(text: string, what = 'value'): number {
-  if (typeof text !== 'string' || text.length % 4 === 1 || !canonicalTail(text)) {
-    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
-  }
-  const length = Math.floor((text.length * 3) / 4);
-  if (!NodeBuffer || text.length > SCRATCH_CHARS) return fromBase64url(text, what).length;
-  if (text.indexOf('+') !== -1 || text.indexOf('/') !== -1) {
-    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
-  }
+  if (!NodeBuffer || typeof text !== 'string' || text.length > SCRATCH_CHARS) return fromBase64url(text, what).length;
+  checkBase64urlShape(text, what);
   scratch ??= NodeBuffer.allocUnsafeSlow((SCRATCH_CHARS * 3) / 4);
-  // Buffer skips characters outside the alphabet: fewer bytes written means a bad character.
-  if (scratch.write(text, 'base64url') !== length) {
-    throw new KosError('ERR_INVALID_ARGUMENT', `${what} is not valid base64url`);
-  }
+  const length = decodedLength(text);
+  if (scratch.write(text, 'base64url') !== length) throw notBase64url(what);
   return length;
 }
 
