@@ -150,6 +150,43 @@ describe('rotation', () => {
     });
   });
 
+  it('peekDek answers only from cache, never for a retired version, and hands out a copy', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    await keys.rotate('orders');
+    keys.clearCache();
+    expect(keys.peekDek('orders', 1)).toBeUndefined();
+    const dek = await keys.getDek('orders', 1);
+    const peeked = keys.peekDek('orders', 1) as Uint8Array;
+    expect(peeked).toEqual(dek);
+    peeked.fill(0);
+    expect(keys.peekDek('orders', 1)).toEqual(dek);
+    expect(keys.peekDek('orders', 9)).toBeUndefined();
+    await keys.setMinDecryptVersion('orders', 2);
+    expect(keys.peekDek('orders', 1)).toBeUndefined();
+    await expectKosError(() => keys.getDek('orders', 1), 'ERR_KEY_VERSION_RETIRED');
+  });
+
+  it('peekDek does not answer for a version another instance retired, once the record is read again', async () => {
+    let now = Date.now();
+    const metadata = createMemoryMetadataStore();
+    const nodes = memoryNodes(5);
+    const mine = new KeyManager({ metadata, nodes, clock: () => now });
+    const other = new KeyManager({ metadata, nodes });
+    await mine.createKey('orders');
+    await mine.rotate('orders');
+    const dek = await mine.getDek('orders', 1);
+    await other.setMinDecryptVersion('orders', 2);
+    // Within the record's cache time both paths still answer (getDek would too).
+    expect(mine.peekDek('orders', 1)).toEqual(dek);
+    now += 1_000;
+    expect(mine.peekDek('orders', 1)).toBeUndefined();
+    await mine.getDek('orders', 2);
+    // The record read again says retired; the version's DEK is still in the cache.
+    expect(mine.peekDek('orders', 1)).toBeUndefined();
+    await expectKosError(() => mine.getDek('orders', 1), 'ERR_KEY_VERSION_RETIRED');
+  });
+
   it('refuses a retired version with its own code, and can bring it back', async () => {
     const { keys } = setup();
     await keys.createKey('orders');
@@ -302,6 +339,68 @@ describe('access rights', () => {
     expect(await access.isAllowed('client-8', 'invoices')).toBe(true);
     await access.revoke('client-8', 'invoices');
     await expectKosError(() => access.assertAllowed('client-8', 'invoices'), 'ERR_ACCESS_DENIED');
+  });
+
+  it('remembers records for cacheMs: its own grants and revocations apply at once, others within cacheMs', async () => {
+    const metadata = createMemoryMetadataStore();
+    let now = 1_000;
+    const cached = createAccessControl({ metadata, cacheMs: 500, clock: () => now });
+    const elsewhere = createAccessControl({ metadata });
+    expect(cached.peekAllowed?.('client-7', 'orders')).toBeUndefined();
+    await cached.grant('client-7', 'orders');
+    expect(cached.peekAllowed?.('client-7', 'orders')).toBeUndefined();
+    expect(await cached.isAllowed('client-7', 'orders')).toBe(true);
+    expect(cached.peekAllowed?.('client-7', 'orders')).toBe(true);
+    expect(cached.peekAllowed?.('client-7', 'invoices')).toBe(false);
+    // Revoked through this instance: at once, with or without waiting.
+    await cached.revoke('client-7', 'orders');
+    expect(cached.peekAllowed?.('client-7', 'orders')).toBeUndefined();
+    expect(await cached.isAllowed('client-7', 'orders')).toBe(false);
+    // Granted elsewhere: seen once the remembered record is older than cacheMs.
+    await elsewhere.grant('client-7', 'orders');
+    now += 499;
+    expect(await cached.isAllowed('client-7', 'orders')).toBe(false);
+    now += 1;
+    expect(cached.peekAllowed?.('client-7', 'orders')).toBeUndefined();
+    expect(await cached.isAllowed('client-7', 'orders')).toBe(true);
+    expect(cached.peekAllowed?.('../x', 'orders')).toBeUndefined();
+  });
+
+  it('does not remember a record read before its own revocation but answered after it', async () => {
+    const metadata = createMemoryMetadataStore();
+    // The next read is held after it has read the store (so it carries the record before the revocation).
+    let hold: Promise<void> | undefined;
+    let release = () => {};
+    const store = {
+      ...metadata,
+      async getAccess(clientId: string) {
+        const record = await metadata.getAccess(clientId);
+        const held = hold;
+        hold = undefined;
+        if (held) await held;
+        return record;
+      },
+    };
+    const access = createAccessControl({ metadata: store, cacheMs: 60_000 });
+    await access.grant('client-7', 'orders');
+    hold = new Promise((resolve) => {
+      release = resolve;
+    });
+    const reading = access.isAllowed('client-7', 'orders');
+    await access.revoke('client-7', 'orders');
+    release();
+    expect(await reading).toBe(true); // it began before the revocation
+    expect(access.peekAllowed?.('client-7', 'orders')).toBeUndefined();
+    expect(await access.isAllowed('client-7', 'orders')).toBe(false);
+    expect(access.peekAllowed?.('client-7', 'orders')).toBe(false);
+  });
+
+  it('remembers nothing by default, and refuses a bad cacheMs', () => {
+    const access = createAccessControl({ metadata: createMemoryMetadataStore() });
+    expect(access.peekAllowed?.('client-7', 'orders')).toBeUndefined();
+    for (const cacheMs of [-1, 1.5, 60_001, Number.NaN]) {
+      expect(() => createAccessControl({ metadata: createMemoryMetadataStore(), cacheMs })).toThrow(/cacheMs/);
+    }
   });
 
   it('default-allow: everything except what was revoked', async () => {

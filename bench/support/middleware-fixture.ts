@@ -64,7 +64,7 @@ export function benchRecord(): Record<string, unknown> {
 export async function buildBenchRuntime(identityJwk: JWK): Promise<KosRuntime> {
   const signing = await generateKeyPair('EdDSA', { extractable: true });
   const metadata = createMemoryMetadataStore();
-  const access = createAccessControl({ metadata, defaultDeny: true });
+  const access = createAccessControl({ metadata, defaultDeny: true, cacheMs: 1000 });
   for (const client of Object.values(CLIENTS)) await access.grant(client, KID);
   const nodes = Array.from({ length: 5 }, (_, i) => createMemoryShareStore({ nodeId: `node-${i + 1}` }));
   return createKosRuntime({

@@ -18,9 +18,15 @@ const AUDIENCE = 'records-api';
 /**
  * One suite, three frameworks: every case runs against Express, Hono and Koa with the same
  * KOS runtime, and the responses must be the same (medium-tier grants differ only in their
- * random ids and times, which are normalised before comparing).
+ * random ids and times, which are normalised before comparing). It runs twice: with access
+ * records read on every request, and remembered (AccessControl `cacheMs`), where a request
+ * whose caches are warm (the second and third framework of a case, mostly) is answered without
+ * waiting (`decideNow` / `deliverNow`) and must still match the first.
  */
-describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
+describe.each([
+  ['access read on every request', 0],
+  ['access records remembered, warm requests answered without waiting', 60_000],
+])('kosMiddleware conformance (Express, Hono, Koa), %s', (_name, accessCacheMs) => {
   let runtime: KosRuntime;
   let nodes: HostileNode[];
   let identityKey: CryptoKey;
@@ -96,7 +102,7 @@ describe('kosMiddleware conformance (Express, Hono, Koa)', () => {
     const signing = await generateKeyPair('EdDSA', { extractable: true });
     const metadata = createMemoryMetadataStore();
     nodes = hostileNodes(5);
-    const access = createAccessControl({ metadata, defaultDeny: true });
+    const access = createAccessControl({ metadata, defaultDeny: true, cacheMs: accessCacheMs });
     for (const client of ['alice', 'bob', 'carol']) await access.grant(client, 'records');
     runtime = await createKosRuntime({
       config: {

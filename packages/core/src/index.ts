@@ -44,6 +44,7 @@ export {
 export {
   createKos,
   type Kos,
+  type KosAdmission,
   type KosDecision,
   type KosHttpResponse,
   type KosOptions,

@@ -79,8 +79,30 @@ describe('identity from a verified JWT', () => {
     const shortLived = await token({}, { exp });
     expect((await strict.identify(request(shortLived))).clientId).toBe('client-7');
     expect((await strict.identify(request(shortLived))).clientId).toBe('client-7');
+    expect(strict.peek?.(request(shortLived))?.clientId).toBe('client-7');
     await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 50));
+    expect(strict.peek?.(request(shortLived))).toBeUndefined();
     await expectKosError(() => strict.identify(request(shortLived)), 'ERR_TOKEN_EXPIRED');
+  });
+
+  it('peek answers only for a token it verified and remembers, and never throws', async () => {
+    const fresh = createJwtIdentity({ key: publicKey, algorithms: ['EdDSA'], issuer: ISSUER, audience: AUDIENCE });
+    const jwt = await token();
+    expect(fresh.peek?.(request(jwt))).toBeUndefined();
+    const verified = await fresh.identify(request(jwt));
+    expect(fresh.peek?.(request(jwt))).toBe(verified);
+    expect(fresh.peek?.(request())).toBeUndefined();
+    expect(fresh.peek?.({ ...request(), headers: { authorization: ['Bearer a', 'Bearer b'] } })).toBeUndefined();
+    expect(fresh.peek?.(request(`${jwt}x`))).toBeUndefined();
+    const forgetful = createJwtIdentity({
+      key: publicKey,
+      algorithms: ['EdDSA'],
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      cacheSeconds: 0,
+    });
+    await forgetful.identify(request(jwt));
+    expect(forgetful.peek?.(request(jwt))).toBeUndefined();
   });
 
   it('refuses a token without an expiry', async () => {

@@ -1,5 +1,6 @@
 import type { EnvelopeJson } from '@kos/core';
 import {
+  admitNow,
   admitRequest,
   assertRuntimeOptions,
   type KosRuntime,
@@ -52,11 +53,13 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
 
   const middleware = async function kosExpress(req: Request, res: Response, next: NextFunction): Promise<void> {
     const request = requestFromNode(req, req.protocol, req.originalUrl);
-    const admitted = await admitRequest(started, request, {
-      url: req.url,
-      path: () => req.path,
-      readBody: () => readNodeBody(req),
-    });
+    const admitted =
+      admitNow(started, request, req.url) ??
+      (await admitRequest(started, request, {
+        url: req.url,
+        path: () => req.path,
+        readBody: () => readNodeBody(req),
+      }));
     if ('answer' in admitted) return send(res, admitted.answer, admitted.raw);
     const { runtime, decision, identity } = admitted;
     res.locals.kos = decision;
@@ -65,8 +68,15 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosExpressMid
     const originalJson = res.json;
     const originalSend = res.send;
     const deliver = (body: unknown, fallback: (body: unknown) => Response): Response => {
+      const response = { status: res.statusCode, body };
+      const now = runtime.kos.deliverNow(request, identity, decision, response);
+      if (now) {
+        if (!now.transformed) return fallback(body);
+        send(res, now);
+        return res;
+      }
       runtime.kos
-        .deliver(request, identity, decision, { status: res.statusCode, body })
+        .deliver(request, identity, decision, response)
         .then((out) => {
           if (!out.transformed) return fallback(body);
           send(res, out);

@@ -8,6 +8,7 @@ import {
   snapshotBody,
 } from '@kos/core';
 import {
+  admitNow,
   admitRequest,
   assertRuntimeOptions,
   type KosRuntime,
@@ -134,11 +135,13 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
     const request: PlainRequest = incoming?.headers
       ? { method: c.req.method, url: c.req.url, headers: plainHeaders(incoming.headers) }
       : requestFromWeb(c.req.raw);
-    const admitted = await admitRequest(started, request, {
-      url: c.req.path,
-      path: () => c.req.path,
-      readBody: () => readWebBody(c.req.raw),
-    });
+    const admitted =
+      admitNow(started, request, c.req.path) ??
+      (await admitRequest(started, request, {
+        url: c.req.path,
+        path: () => c.req.path,
+        readBody: () => readWebBody(c.req.raw),
+      }));
     if ('answer' in admitted) return toResponse(admitted.answer, admitted.raw);
     const { runtime, decision, identity } = admitted;
     c.set('kos', decision);
@@ -161,14 +164,12 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosHonoMiddle
     await next();
     const routed = c.res;
     const taken = routed === jsonResponse ? snapshot : undefined;
-    const out = await runtime.kos.deliver(
-      request,
-      identity,
-      decision,
-      taken
-        ? { status: routed.status, body: taken.root, snapshot: taken }
-        : { status: routed.status, body: await readRouteBody(routed) },
-    );
+    const response = taken
+      ? { status: routed.status, body: taken.root, snapshot: taken }
+      : { status: routed.status, body: await readRouteBody(routed) };
+    const out =
+      runtime.kos.deliverNow(request, identity, decision, response) ??
+      (await runtime.kos.deliver(request, identity, decision, response));
     c.res = undefined as unknown as Response;
     c.res = buildResponse(routed, out);
   };

@@ -46,7 +46,7 @@ export {
   startupFailure,
   toWireBody,
 } from './runtime/adapter-support.js';
-export { type AdapterAnswer, type Admitted, admitRequest, type MountInput } from './runtime/admit-request.js';
+export { type AdapterAnswer, type Admitted, admitNow, admitRequest, type MountInput } from './runtime/admit-request.js';
 export {
   createDevTokenMinter,
   createKosRuntime,

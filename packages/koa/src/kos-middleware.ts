@@ -1,5 +1,6 @@
 import type { EnvelopeJson, KosDecision } from '@kos/core';
 import {
+  admitNow,
   admitRequest,
   assertRuntimeOptions,
   type KosRuntime,
@@ -65,11 +66,13 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
 
   const middleware = async function kosKoa(ctx: Context, next: Next): Promise<void> {
     const request = requestFromNode(ctx.req, ctx.protocol, ctx.originalUrl);
-    const admitted = await admitRequest(started, request, {
-      url: ctx.url,
-      path: () => ctx.path,
-      readBody: () => readNodeBody(ctx.req),
-    });
+    const admitted =
+      admitNow(started, request, ctx.url) ??
+      (await admitRequest(started, request, {
+        url: ctx.url,
+        path: () => ctx.path,
+        readBody: () => readNodeBody(ctx.req),
+      }));
     if ('answer' in admitted) return respond(ctx, admitted.answer, admitted.raw);
     const { runtime, decision, identity } = admitted;
     ctx.state.kos = decision;
@@ -79,10 +82,10 @@ export function kosMiddleware(options: KosMiddlewareOptions = {}): KosKoaMiddlew
       setNodeHeaders(ctx.res, runtime.kos.decisionHeaders(decision));
       return;
     }
-    const out = await runtime.kos.deliver(request, identity, decision, {
-      status: ctx.status,
-      body: routeBody(ctx.body),
-    });
+    const response = { status: ctx.status, body: routeBody(ctx.body) };
+    const out =
+      runtime.kos.deliverNow(request, identity, decision, response) ??
+      (await runtime.kos.deliver(request, identity, decision, response));
     if (!out.transformed) {
       setNodeHeaders(ctx.res, out.headers);
       return;

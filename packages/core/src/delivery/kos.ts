@@ -9,7 +9,14 @@ import { jwkThumbprint } from '../grants/dpop.js';
 import type { TokenIssuer } from '../grants/token-issuer.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import { type KosMetrics, noopMetrics } from '../observability/metrics.js';
-import { failSpan, type KosSpan, loadTracing, type SpanAttributes, withSpan } from '../observability/tracing.js';
+import {
+  failSpan,
+  type KosSpan,
+  loadTracing,
+  type SpanAttributes,
+  spansRecorded,
+  withSpan,
+} from '../observability/tracing.js';
 import type { AccessControl } from '../trust/access-control.js';
 import type { Identity, IdentitySource, RequestLike } from '../trust/identity.js';
 import { createTierPolicy, type TierDecision, type TierPolicy } from '../trust/tier-policy.js';
@@ -101,6 +108,12 @@ export interface KosOptions {
   readonly metrics?: KosMetrics;
 }
 
+/** An admitted request: its decision and the identity it was made for. */
+export interface KosAdmission {
+  readonly decision: KosDecision;
+  readonly identity: Identity;
+}
+
 /** What a route answered, as an adapter hands it to `deliver`. */
 export interface KosRouteResponse {
   readonly status: number;
@@ -128,7 +141,13 @@ export interface Kos {
   readonly tiers: TierPolicy;
   readonly keys: KeyManager;
   /** Identifies the caller and decides its tier; throws a KosError (401/403) on denial. */
-  decide(request: RequestLike): Promise<{ decision: KosDecision; identity: Identity }>;
+  decide(request: RequestLike): Promise<KosAdmission>;
+  /**
+   * `decide`'s answer without waiting, when everything it needs is already known: a token the
+   * identity source verified before and still remembers, a tier with no share sets to drop,
+   * and no audit trail to write. Undefined otherwise — never an error: call `decide`.
+   */
+  decideNow(request: RequestLike): KosAdmission | undefined;
   /**
    * Shapes a route's response for the caller's tier: every envelope in a JSON body (at any
    * depth) or a binary envelope body becomes the tier's form. Non-envelope bodies pass.
@@ -139,6 +158,18 @@ export interface Kos {
     decision: KosDecision,
     response: KosRouteResponse,
   ): Promise<KosHttpResponse>;
+  /**
+   * `deliver`'s answer without waiting, for high and medium tiers when everything is at hand:
+   * each key's access record (AccessControl `cacheMs`), key record and DEK (high, unwrapped),
+   * or a key-bound medium reference still valid; no audit trail to write, no spans recorded.
+   * Undefined otherwise — never an error: call `deliver`.
+   */
+  deliverNow(
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+    response: KosRouteResponse,
+  ): KosHttpResponse | undefined;
   /** Headers every response of a decided request carries. */
   decisionHeaders(decision: KosDecision): Record<string, string>;
   /** The one JSON error response (`{ error: { code, message } }`) for any failure. */
@@ -223,11 +254,15 @@ export function createKos(options: KosOptions): Kos {
   const withoutSets = new Map<string, number>();
   const SETS_CHECK_TTL_MS = 60_000;
 
+  /** Whether the client was recently found to hold no share set. */
+  function knownWithoutSets(clientId: string): boolean {
+    const checked = withoutSets.get(clientId);
+    return checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS;
+  }
+
   /** Deletes the client's share sets unless it is known to hold none (then: nothing to wait for). */
   function dropSetsIfAny(clientId: string): Promise<void> | undefined {
-    const checked = withoutSets.get(clientId);
-    if (checked !== undefined && Date.now() - checked < SETS_CHECK_TTL_MS) return undefined;
-    return dropSets(clientId);
+    return knownWithoutSets(clientId) ? undefined : dropSets(clientId);
   }
 
   async function dropSets(clientId: string): Promise<void> {
@@ -281,26 +316,41 @@ export function createKos(options: KosOptions): Kos {
   }
 
   /** The client key's RFC 7638 thumbprint, once per key object (identities are cached per token). */
-  const thumbprints = new WeakMap<object, Promise<string>>();
+  const thumbprints = new WeakMap<object, { readonly pending: Promise<string>; value?: string }>();
   function thumbprintOf(jwk: JWK): Promise<string> {
-    let pending = thumbprints.get(jwk);
-    if (!pending) {
-      pending = jwkThumbprint(jwk);
-      thumbprints.set(jwk, pending);
-      pending.catch(() => thumbprints.delete(jwk));
+    let entry = thumbprints.get(jwk);
+    if (!entry) {
+      const made: { readonly pending: Promise<string>; value?: string } = { pending: jwkThumbprint(jwk) };
+      made.pending.then(
+        (value) => {
+          made.value = value;
+        },
+        () => thumbprints.delete(jwk),
+      );
+      thumbprints.set(jwk, made);
+      entry = made;
     }
-    return pending;
+    return entry.pending;
   }
+
+  /** Whether a high-tier DEK for this identity is wrapped to its key (JWE). */
+  const wrapsDek = (identity: Identity): boolean =>
+    bind && identity.publicJwk !== undefined && keyWrapAlgorithm(identity.publicJwk as JWK) !== undefined;
+
+  /** The high-tier item for an envelope and its key, members in the wire format's order (no spread). */
+  const highItemOf = (envelope: unknown, key: HighKey): HighItem =>
+    key.dekJwe === undefined
+      ? { kosTier: 'high', envelope, dek: key.dek as string }
+      : { kosTier: 'high', envelope, dekJwe: key.dekJwe };
 
   /** The key part of a high-tier item: the DEK, or the DEK wrapped to the client's key. */
   async function releaseDek(kid: string, ver: number, identity: Identity): Promise<HighKey> {
     const dek = await keys.getDek(kid, ver);
     try {
-      const jwk = identity.publicJwk as JWK | undefined;
-      const alg = jwk ? keyWrapAlgorithm(jwk) : undefined;
-      if (bind && jwk && alg) {
+      if (wrapsDek(identity)) {
+        const jwk = identity.publicJwk as JWK;
         const dekJwe = await new CompactEncrypt(dek)
-          .setProtectedHeader({ alg, enc: 'A256GCM', kid: `${kid}.${ver}` })
+          .setProtectedHeader({ alg: keyWrapAlgorithm(jwk) as string, enc: 'A256GCM', kid: `${kid}.${ver}` })
           .encrypt(jwk);
         return { dekJwe };
       }
@@ -318,11 +368,72 @@ export function createKos(options: KosOptions): Kos {
     identity: Identity,
     memo: Map<string, Promise<HighKey>> | undefined,
   ): Promise<HighItem> {
-    const key = await memoized(memo, kid, ver, () => releaseDek(kid, ver, identity));
-    // Written out (no spread): the members in the wire format's order.
-    return key.dekJwe === undefined
-      ? { kosTier: 'high', envelope, dek: key.dek as string }
-      : { kosTier: 'high', envelope, dekJwe: key.dekJwe };
+    return highItemOf(envelope, await memoized(memo, kid, ver, () => releaseDek(kid, ver, identity)));
+  }
+
+  /** The high-tier items of a body now, or undefined when a DEK is not cached or must be wrapped. */
+  function highItemsNow(
+    slots: readonly BodySlot[],
+    envelopes: readonly ReadEnvelope[],
+    identity: Identity,
+  ): HighItem[] | undefined {
+    if (wrapsDek(identity)) return undefined;
+    const released = slots.length > 1 ? new Map<string, string>() : undefined;
+    const items: HighItem[] = [];
+    for (let i = 0; i < slots.length; i++) {
+      const { kid, ver } = (envelopes[i] as ReadEnvelope).header;
+      const id = `${kid}\u0000${ver}`;
+      let dek = released?.get(id);
+      if (dek === undefined) {
+        const bytes = keys.peekDek(kid, ver);
+        if (!bytes) return undefined;
+        dek = toBase64url(bytes);
+        wipe(bytes);
+        released?.set(id, dek);
+      }
+      items.push(highItemOf((slots[i] as BodySlot).value, { dek }));
+    }
+    return items;
+  }
+
+  /** Where a key-bound medium reference is remembered. */
+  const boundReferenceKey = (
+    kid: string,
+    ver: number,
+    decision: KosDecision,
+    dpopJkt: string,
+    directory: NodeDirectory,
+  ): string =>
+    `${decision.clientId}\u0000${kid}\u0000${ver}\u0000${decision.n}\u0000${decision.k}\u0000${dpopJkt}\u0000${directoryKey(directory)}`;
+
+  /** A remembered key-bound reference with more than ten seconds left. */
+  function boundReferenceNow(cacheKey: string): MediumKeyReference | undefined {
+    const cached = boundReferences.get(cacheKey);
+    return cached && cached.expiresAt - 10 > Date.now() / 1000 ? cached : undefined;
+  }
+
+  /** The medium-tier items of a body now: only remembered key-bound references (bearer grants are signed per response). */
+  function mediumItemsNow(
+    slots: readonly BodySlot[],
+    envelopes: readonly ReadEnvelope[],
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+  ): MediumItem[] | undefined {
+    const dpopJkt = bind && identity.publicJwk ? thumbprints.get(identity.publicJwk as object)?.value : undefined;
+    if (dpopJkt === undefined) return undefined;
+    const directory = nodeDirectoryFor(request);
+    const items: MediumItem[] = [];
+    for (let i = 0; i < slots.length; i++) {
+      const { kid, ver } = (envelopes[i] as ReadEnvelope).header;
+      const key = boundReferenceNow(boundReferenceKey(kid, ver, decision, dpopJkt, directory));
+      if (!key) return undefined;
+      items.push({ kosTier: 'medium', envelope: (slots[i] as BodySlot).value, key });
+    }
+    // No `withoutSets` to clear: a remembered reference means the full path made it (and
+    // cleared it), and whatever marks the client set-free since (dropSets, revokeClient)
+    // forgets its references first.
+    return items;
   }
 
   /** The share references of a medium-tier item (a key-bound grant is reused until near expiry). */
@@ -337,11 +448,9 @@ export function createKos(options: KosOptions): Kos {
     const dpopJkt = bind && identity.publicJwk ? await thumbprintOf(identity.publicJwk as JWK) : undefined;
     // A key-bound grant may be reused by its holder until it expires (each use needs a
     // fresh DPoP proof): reuse it rather than sign again. Bearer grants are single-use.
-    const cacheKey = dpopJkt
-      ? `${decision.clientId}\u0000${kid}\u0000${ver}\u0000${decision.n}\u0000${decision.k}\u0000${dpopJkt}\u0000${directoryKey(nodesForRequest)}`
-      : undefined;
-    const cached = cacheKey ? boundReferences.get(cacheKey) : undefined;
-    if (cached && cached.expiresAt - 10 > Date.now() / 1000) return cached;
+    const cacheKey = dpopJkt ? boundReferenceKey(kid, ver, decision, dpopJkt, nodesForRequest) : undefined;
+    const cached = cacheKey ? boundReferenceNow(cacheKey) : undefined;
+    if (cached) return cached;
     const reference = await createMediumReference({
       keys,
       tokens,
@@ -487,6 +596,14 @@ export function createKos(options: KosOptions): Kos {
     }
   }
 
+  /** A response with no envelope in it: the route's own, with the decision's headers. */
+  const passedThrough = (decision: KosDecision, response: KosRouteResponse): KosHttpResponse => ({
+    status: response.status,
+    headers: kos.decisionHeaders(decision),
+    body: response.body,
+    transformed: false,
+  });
+
   /** Shapes one response for its tier (the body of `deliver`, inside its span). */
   async function deliverInSpan(
     request: RequestLike,
@@ -524,14 +641,7 @@ export function createKos(options: KosOptions): Kos {
       }
       if (snapshot instanceof Error) throw snapshot;
       const slots = snapshot?.slots;
-      if (slots === undefined || slots.length === 0) {
-        return {
-          status: response.status,
-          headers: kos.decisionHeaders(decision),
-          body: response.body,
-          transformed: false,
-        };
-      }
+      if (slots === undefined || slots.length === 0) return passedThrough(decision, response);
       const envelopes = parseAll(
         slots.map((slot) => slot.value),
         decision.tier,
@@ -614,6 +724,53 @@ export function createKos(options: KosOptions): Kos {
         await record({ type: 'denied', outcome: 'denied', code: isKosError(error) ? error.code : 'ERR_INTERNAL' });
         throw error;
       }
+    },
+
+    decideNow(request) {
+      if (audit || !identitySource.peek) return undefined;
+      const identity = identitySource.peek(request);
+      if (!identity) return undefined;
+      let tierDecision: TierDecision;
+      try {
+        tierDecision = tiers.decide(identity.score);
+      } catch {
+        return undefined;
+      }
+      if (tierDecision.tier !== 'medium' && !knownWithoutSets(identity.clientId)) return undefined;
+      metrics.decision(tierDecision.tier);
+      return { decision: { clientId: identity.clientId, ...tierDecision }, identity };
+    },
+
+    deliverNow(request, identity, decision, response) {
+      if (audit || decision.tier === 'low' || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
+      const snapshot = takeSnapshot(response);
+      if (snapshot instanceof Error) return undefined;
+      const slots = snapshot?.slots;
+      if (slots === undefined || slots.length === 0) return passedThrough(decision, response);
+      let envelopes: ReadEnvelope[];
+      try {
+        envelopes = parseAll(
+          slots.map((slot) => slot.value),
+          decision.tier,
+        );
+      } catch {
+        return undefined;
+      }
+      for (const kid of distinctKids(envelopes)) {
+        if (access.peekAllowed?.(decision.clientId, kid) !== true) return undefined;
+      }
+      const items =
+        decision.tier === 'high'
+          ? highItemsNow(slots, envelopes, identity)
+          : mediumItemsNow(slots, envelopes, request, identity, decision);
+      if (!items) return undefined;
+      metrics.keyRelease(decision.tier);
+      return {
+        status: response.status,
+        headers: shapedHeaders(decision.tier, JSON_TYPE),
+        body: fillSlots(snapshot as BodySnapshot, items),
+        transformed: true,
+      };
     },
 
     decisionHeaders(decision) {

@@ -136,6 +136,11 @@ function positive(value: number | undefined, fallback: number, name: string): nu
   return resolved;
 }
 
+/** Whether a version may still decrypt: neither destroyed nor retired, nor below the key's minimum. */
+function mayDecrypt(record: KeyRecord, entry: KeyVersionRecord): boolean {
+  return entry.state !== 'destroyed' && entry.state !== 'retired' && entry.version >= record.minDecryptVersion;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -635,6 +640,22 @@ export class KeyManager {
     return this.#dek(kid, await this.#decryptableVersion(kid, version));
   }
 
+  /**
+   * What `getDek` would return, without waiting, when the key's record and the version's DEK
+   * are both cached and the version may decrypt; undefined otherwise (the caller then calls
+   * `getDek`, which reads, rebuilds or throws). The caller must wipe the copy when done.
+   */
+  peekDek(kid: string, version: number): Uint8Array | undefined {
+    const cached = this.#records.get(kid);
+    if (!cached || this.#clock() - cached.readAt >= this.#keyRecordTtlMs) return undefined;
+    const record = cached.value.value;
+    const entry = record.versions.find((v) => v.version === version);
+    if (!entry || !mayDecrypt(record, entry)) return undefined;
+    const dek = this.#cache.get(kid, version);
+    if (dek) this.#metrics.dekCache(true);
+    return dek;
+  }
+
   /** A version that may decrypt (cached record); ERR_KEY_VERSION_RETIRED / _DESTROYED / _NOT_FOUND otherwise. */
   async getVersion(kid: string, version: number): Promise<KeyVersionRecord> {
     assertId(kid, 'key id');
@@ -784,9 +805,7 @@ export class KeyManager {
     if (!record.versions.some((v) => v.version === version)) record = (await this.#loadKey(kid, true)).value;
     const entry = this.#version(record, version);
     if (entry.state === 'destroyed') throw new KosError('ERR_KEY_VERSION_DESTROYED', 'key version was destroyed');
-    if (entry.state === 'retired' || version < record.minDecryptVersion) {
-      throw new KosError('ERR_KEY_VERSION_RETIRED', 'key version is retired');
-    }
+    if (!mayDecrypt(record, entry)) throw new KosError('ERR_KEY_VERSION_RETIRED', 'key version is retired');
     return entry;
   }
 

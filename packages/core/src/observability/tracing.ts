@@ -68,6 +68,20 @@ export function loadTracing(): Promise<boolean> {
   return loading;
 }
 
+/** The tracer, unless there is no API or no SDK registered yet (the API would hand out no-op spans). */
+function recordingTracer(): OtelTracer | undefined {
+  const active = tracer;
+  if (!active || (noopProvider !== undefined && api?.trace.getTracerProvider().getDelegate?.() === noopProvider)) {
+    return undefined;
+  }
+  return active;
+}
+
+/** Whether `withSpan` records spans now (an SDK is registered), so work that skips it would be missed. */
+export function spansRecorded(): boolean {
+  return recordingTracer() !== undefined;
+}
+
 /** Whether spans are being created (the OpenTelemetry API was found). */
 export function tracingAvailable(): boolean {
   return tracer !== undefined;
@@ -84,11 +98,8 @@ export function failSpan(span: KosSpan, code: string): void {
  * is registered); an error marks the span failed with its code and is rethrown.
  */
 export function withSpan<T>(name: string, attributes: SpanAttributes, fn: (span: KosSpan) => Promise<T>): Promise<T> {
-  const active = tracer;
-  // No API, or no SDK registered yet (the API would hand out no-op spans): skip the span work.
-  if (!active || (noopProvider !== undefined && api?.trace.getTracerProvider().getDelegate?.() === noopProvider)) {
-    return fn(NOOP_SPAN);
-  }
+  const active = recordingTracer();
+  if (!active) return fn(NOOP_SPAN);
   return active.startActiveSpan(name, { attributes }, async (span) => {
     try {
       return await fn(span);

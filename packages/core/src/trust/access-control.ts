@@ -1,14 +1,26 @@
 import { KosError } from '../errors.js';
-import { assertId } from '../stores/ids.js';
+import { assertId, isValidId } from '../stores/ids.js';
 import type { AccessRecord, MetadataStore } from '../stores/metadata-store.js';
 
 /** Grants every key when in a client's allow list (or deny list). */
 export const ANY_KEY = '*';
 
+/** At most this many clients' records are remembered (the oldest go first). */
+const MAX_REMEMBERED = 10_000;
+
 export interface AccessControlOptions {
   readonly metadata: MetadataStore;
   /** When true (the default), a client reads only keys it was granted. */
   readonly defaultDeny?: boolean;
+  /**
+   * Remember each client's access record this long (ms, default 0: read the store on every
+   * check). Grants and revocations made through this AccessControl apply at once; ones made
+   * elsewhere (another instance sharing the store, the CLI) apply within `cacheMs`. A cached
+   * record lets KOS answer a request without waiting (`peekAllowed`).
+   */
+  readonly cacheMs?: number;
+  /** Milliseconds now (default Date.now); for tests. */
+  readonly clock?: () => number;
 }
 
 export interface AccessControl {
@@ -16,6 +28,11 @@ export interface AccessControl {
   grant(clientId: string, kid: string): Promise<void>;
   revoke(clientId: string, kid: string): Promise<void>;
   isAllowed(clientId: string, kid: string): Promise<boolean>;
+  /**
+   * What `isAllowed` would answer, without waiting, from a remembered access record (see
+   * `cacheMs`); undefined when none is remembered, or the ids are not valid.
+   */
+  peekAllowed?(clientId: string, kid: string): boolean | undefined;
   /** Throws ERR_ACCESS_DENIED unless allowed. */
   assertAllowed(clientId: string, kid: string): Promise<void>;
   list(): Promise<AccessRecord[]>;
@@ -35,6 +52,43 @@ export function createAccessControl(options: AccessControlOptions): AccessContro
   const { metadata } = options;
   const defaultDeny = options.defaultDeny ?? true;
   if (typeof defaultDeny !== 'boolean') throw new KosError('ERR_INVALID_OPTIONS', 'defaultDeny must be a boolean');
+  const cacheMs = options.cacheMs ?? 0;
+  if (typeof cacheMs !== 'number' || !Number.isInteger(cacheMs) || cacheMs < 0 || cacheMs > 60_000) {
+    throw new KosError('ERR_INVALID_OPTIONS', 'access control: cacheMs must be an integer from 0 to 60000');
+  }
+  const clock = options.clock ?? Date.now;
+  if (typeof clock !== 'function')
+    throw new KosError('ERR_INVALID_OPTIONS', 'access control: clock must be a function');
+
+  // Remembered records (cacheMs > 0), oldest first; `changes` counts this instance's updates so
+  // that a read begun before one is never remembered after it.
+  const remembered = new Map<string, { readonly record: AccessRecord | undefined; readonly atMs: number }>();
+  let changes = 0;
+
+  function freshRecord(clientId: string): { readonly record: AccessRecord | undefined } | undefined {
+    const entry = remembered.get(clientId);
+    return entry && clock() - entry.atMs < cacheMs ? entry : undefined;
+  }
+
+  async function recordOf(clientId: string): Promise<AccessRecord | undefined> {
+    if (cacheMs === 0) return metadata.getAccess(clientId);
+    const known = freshRecord(clientId);
+    if (known) return known.record;
+    const before = changes;
+    const record = await metadata.getAccess(clientId);
+    if (changes === before) {
+      remembered.delete(clientId);
+      remembered.set(clientId, { record, atMs: clock() });
+      if (remembered.size > MAX_REMEMBERED) remembered.delete(remembered.keys().next().value as string);
+    }
+    return record;
+  }
+
+  function allows(record: AccessRecord | undefined, kid: string): boolean {
+    if (record?.deny.includes(kid) || record?.deny.includes(ANY_KEY)) return false;
+    if (!defaultDeny) return true;
+    return Boolean(record?.allow.includes(kid) || record?.allow.includes(ANY_KEY));
+  }
 
   async function update(clientId: string, kid: string, allow: boolean): Promise<void> {
     assertId(clientId, 'client id');
@@ -49,16 +103,25 @@ export function createAccessControl(options: AccessControlOptions): AccessContro
       allowSet.delete(kid);
       denySet.add(kid);
     }
-    await metadata.putAccess({ clientId, allow: [...allowSet].sort(), deny: [...denySet].sort() });
+    try {
+      await metadata.putAccess({ clientId, allow: [...allowSet].sort(), deny: [...denySet].sort() });
+    } finally {
+      // Forgotten once written (or failed), and a read begun before now is not remembered.
+      changes++;
+      remembered.delete(clientId);
+    }
   }
 
   async function isAllowed(clientId: string, kid: string): Promise<boolean> {
     assertId(clientId, 'client id');
     assertId(kid, 'key id');
-    const record = await metadata.getAccess(clientId);
-    if (record?.deny.includes(kid) || record?.deny.includes(ANY_KEY)) return false;
-    if (!defaultDeny) return true;
-    return Boolean(record?.allow.includes(kid) || record?.allow.includes(ANY_KEY));
+    return allows(await recordOf(clientId), kid);
+  }
+
+  function peekAllowed(clientId: string, kid: string): boolean | undefined {
+    if (cacheMs === 0 || !isValidId(clientId) || !isValidId(kid)) return undefined;
+    const known = freshRecord(clientId);
+    return known ? allows(known.record, kid) : undefined;
   }
 
   return {
@@ -66,6 +129,7 @@ export function createAccessControl(options: AccessControlOptions): AccessContro
     grant: (clientId, kid) => update(clientId, kid, true),
     revoke: (clientId, kid) => update(clientId, kid, false),
     isAllowed,
+    peekAllowed,
     async assertAllowed(clientId, kid) {
       if (!(await isAllowed(clientId, kid))) {
         throw new KosError('ERR_ACCESS_DENIED', 'client may not read this key');

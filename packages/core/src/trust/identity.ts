@@ -25,6 +25,12 @@ export interface RequestLike {
 /** Turns a request into an Identity or throws ERR_UNAUTHENTICATED / ERR_TOKEN_* / ERR_SCORE_INVALID. */
 export interface IdentitySource {
   identify(request: RequestLike): Promise<Identity>;
+  /**
+   * What `identify` would return, without waiting, when the source already knows the answer
+   * (a token it verified and still remembers); undefined otherwise, and never an error (the
+   * caller then calls `identify`). Optional: a source without it is always asked `identify`.
+   */
+  peek?(request: RequestLike): Identity | undefined;
 }
 
 export interface JwtIdentityOptions {
@@ -53,13 +59,19 @@ function invalid(message: string): KosError {
   return new KosError('ERR_INVALID_OPTIONS', `jwt identity: ${message}`);
 }
 
+const BEARER = /^Bearer ([A-Za-z0-9._~+/=-]+)$/;
+
+/** The token of an `Authorization: Bearer …` header, or undefined. */
+function bearerTokenOf(request: RequestLike): string | undefined {
+  const header = request.headers.authorization ?? request.headers.Authorization;
+  return typeof header === 'string' ? BEARER.exec(header.trim())?.[1] : undefined;
+}
+
 /** The token of an `Authorization: Bearer …` header, or ERR_UNAUTHENTICATED. */
 export function bearerToken(request: RequestLike): string {
-  const header = request.headers.authorization ?? request.headers.Authorization;
-  const value = Array.isArray(header) ? undefined : (header as string | undefined);
-  const match = typeof value === 'string' ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(value.trim()) : null;
-  if (!match?.[1]) throw new KosError('ERR_UNAUTHENTICATED', 'a bearer token is required');
-  return match[1];
+  const token = bearerTokenOf(request);
+  if (!token) throw new KosError('ERR_UNAUTHENTICATED', 'a bearer token is required');
+  return token;
 }
 
 function checkIdentity(clientId: unknown, score: unknown, publicJwk?: unknown): Identity {
@@ -125,11 +137,21 @@ export function createJwtIdentity(options: JwtIdentityOptions): IdentitySource {
     throw invalid('cacheSeconds must be 0–3600');
   const verified = new LRUCache<string, { identity: Identity; untilMs: number }>({ max: 10_000 });
 
+  /** The identity of a token verified before and still remembered (never past its expiry). */
+  const remembered = (token: string): Identity | undefined => {
+    const known = cacheSeconds > 0 ? verified.get(token) : undefined;
+    return known && Date.now() < known.untilMs ? known.identity : undefined;
+  };
+
   return {
+    peek(request) {
+      const token = bearerTokenOf(request);
+      return token === undefined ? undefined : remembered(token);
+    },
     async identify(request) {
       const token = bearerToken(request);
-      const known = cacheSeconds > 0 ? verified.get(token) : undefined;
-      if (known && Date.now() < known.untilMs) return known.identity;
+      const known = remembered(token);
+      if (known) return known;
       let payload: Record<string, unknown>;
       try {
         ({ payload } = await jwtVerify(token, key as KeyInput, verifyOptions));

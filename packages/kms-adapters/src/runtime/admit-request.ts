@@ -28,6 +28,17 @@ export interface Admitted {
 }
 
 /**
+ * `admitRequest` without waiting, when KOS has started, the request is not for a mounted node
+ * and `kos.decideNow` knows the decision; undefined otherwise (call `admitRequest`).
+ */
+export function admitNow(started: StartingRuntime, request: PlainRequest, url: string): Admitted | undefined {
+  const runtime = started.current;
+  if (!runtime || url.startsWith(runtime.mountPrefix)) return undefined;
+  const admission = runtime.kos.decideNow(request);
+  return admission && { runtime, decision: admission.decision, identity: admission.identity };
+}
+
+/**
  * The part every adapter does before the route runs: wait for start-up only while it is
  * pending (a failed start answers its code), hand requests under the KMS mount prefix to the
  * mounted node, and identify the caller and decide its tier. Resolves either an answer to send
