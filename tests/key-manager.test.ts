@@ -1,6 +1,7 @@
 import {
   createAccessControl,
   createNodeCryptoProvider,
+  createWebCryptoProvider,
   encodeEnvelope,
   isKosError,
   KeyManager,
@@ -185,6 +186,46 @@ describe('rotation', () => {
     // The record read again says retired; the version's DEK is still in the cache.
     expect(mine.peekDek('orders', 1)).toBeUndefined();
     await expectKosError(() => mine.getDek('orders', 1), 'ERR_KEY_VERSION_RETIRED');
+  });
+
+  it('openNow opens only what open verified before, with the DEK cached and a synchronous AEAD', async () => {
+    const { keys } = setup();
+    await keys.createKey('orders');
+    const sealed = await keys.seal('orders', utf8('forty-two'), { dataId: 'a' });
+    expect(keys.openNow(sealed)).toBeUndefined();
+    expect(text(await keys.open(sealed))).toBe('forty-two');
+    expect(text(keys.openNow(sealed) as Uint8Array)).toBe('forty-two');
+    // Another nonce (another record) under the same version: its commitment was never checked.
+    const other = await keys.seal('orders', utf8('other'), { dataId: 'b' });
+    expect(keys.openNow(other)).toBeUndefined();
+    // An altered ciphertext fails the AEAD: openNow leaves it to open, which names the failure.
+    const altered = { ...sealed, ciphertext: sealed.ciphertext.slice() };
+    altered.ciphertext[0] = (altered.ciphertext[0] as number) ^ 1;
+    expect(keys.openNow(altered)).toBeUndefined();
+    await expectKosError(() => keys.open(altered), 'ERR_DECRYPTION_FAILED');
+    await keys.rotate('orders');
+    await keys.setMinDecryptVersion('orders', 2);
+    await keys.getDek('orders', 2);
+    expect(keys.openNow(sealed)).toBeUndefined();
+    // WebCrypto opens asynchronously: openNow finds out once, wipes that plaintext, never asks again.
+    const webCrypto = createWebCryptoProvider();
+    const opened: Array<Promise<Uint8Array>> = [];
+    const counting = {
+      ...webCrypto,
+      aeadOpen: (...args: Parameters<typeof webCrypto.aeadOpen>) => {
+        const result = Promise.resolve(webCrypto.aeadOpen(...args));
+        opened.push(result);
+        return result;
+      },
+    };
+    const web = memoryKeyManager({ crypto: counting }).keys;
+    await web.createKey('orders');
+    const sealedByWeb = await web.seal('orders', utf8('async'), { dataId: 'c' });
+    expect(text(await web.open(sealedByWeb))).toBe('async');
+    expect(web.openNow(sealedByWeb)).toBeUndefined();
+    expect(web.openNow(sealedByWeb)).toBeUndefined();
+    expect(opened).toHaveLength(2);
+    expect([...(await (opened[1] as Promise<Uint8Array>))].every((byte) => byte === 0)).toBe(true);
   });
 
   it('refuses a retired version with its own code, and can bring it back', async () => {

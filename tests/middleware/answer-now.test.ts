@@ -137,10 +137,29 @@ describe('answering without waiting (decideNow, deliverNow)', () => {
     expect(delivered).toEqual(full);
   });
 
-  it('leaves to the full path what needs waiting: low tier, a wrapped DEK, a bearer grant, binary bodies', async () => {
-    const low = await bothWays(await token('carol', 30), { status: 200, body: { data: records } });
-    expect(low.now?.decision.tier).toBe('low');
-    expect(low.delivered).toBeUndefined();
+  it('low tier: the same plaintext values as deliver, for one envelope and for a list under two keys', async () => {
+    const bearer = await token('carol', 30);
+    const one = await bothWays(bearer, { status: 200, body: { id: 'r1', data: records } });
+    expect(one.full.body).toEqual({ id: 'r1', data: { diagnosis: 'flu' } });
+    expect(one.delivered).toEqual(one.full);
+    const list = await bothWays(bearer, { status: 200, body: [{ data: records }, { data: orders }] });
+    expect(list.full.body).toEqual([{ data: { diagnosis: 'flu' } }, { data: { total: 12 } }]);
+    expect(list.delivered).toEqual(list.full);
+  });
+
+  it('low tier: an envelope whose ciphertext was altered is refused by the full path, with its code', async () => {
+    const bearer = await token('carol', 30);
+    await bothWays(bearer, { status: 200, body: { data: records } });
+    const ct = Buffer.from(records.ct, 'base64url');
+    ct[0] = (ct[0] as number) ^ 1;
+    const altered = { status: 200, body: { data: { ...records, ct: ct.toString('base64url') } } };
+    const { identity, decision } = await kos.decide(requestWith(bearer));
+    expect(kos.deliverNow(requestWith(bearer), identity, decision, altered)).toBeUndefined();
+    const refused = await kos.deliver(requestWith(bearer), identity, decision, altered);
+    expect(refused.body).toMatchObject({ error: { code: 'ERR_DECRYPTION_FAILED' } });
+  });
+
+  it('leaves to the full path what needs waiting: a wrapped DEK, a bearer grant, binary bodies', async () => {
     const wrapKey = await exportJWK((await generateKeyPair('ECDH-ES', { crv: 'X25519' })).publicKey);
     const wrapped = await bothWays(await token('dave', 95, wrapKey), { status: 200, body: { data: records } });
     expect((wrapped.full.body as { data: { dekJwe: string } }).data.dekJwe).toMatch(/^ey/);

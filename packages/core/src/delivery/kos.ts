@@ -159,10 +159,10 @@ export interface Kos {
     response: KosRouteResponse,
   ): Promise<KosHttpResponse>;
   /**
-   * `deliver`'s answer without waiting, for high and medium tiers when everything is at hand:
-   * each key's access record (AccessControl `cacheMs`), key record and DEK (high, unwrapped),
-   * or a key-bound medium reference still valid; no audit trail to write, no spans recorded.
-   * Undefined otherwise — never an error: call `deliver`.
+   * `deliver`'s answer without waiting, for a JSON body when everything is at hand: each key's
+   * access record (AccessControl `cacheMs`), and per envelope its opening (low, `openNow`), its
+   * key record and DEK (high, unwrapped) or a key-bound medium reference still valid; no audit
+   * trail to write, no spans recorded. Undefined otherwise — never an error: call `deliver`.
    */
   deliverNow(
     request: RequestLike,
@@ -369,6 +369,19 @@ export function createKos(options: KosOptions): Kos {
     memo: Map<string, Promise<HighKey>> | undefined,
   ): Promise<HighItem> {
     return highItemOf(envelope, await memoized(memo, kid, ver, () => releaseDek(kid, ver, identity)));
+  }
+
+  /** The low-tier plaintext values of a body now, or undefined when an envelope cannot be opened without waiting. */
+  function lowValuesNow(envelopes: readonly ReadEnvelope[]): unknown[] | undefined {
+    const values: unknown[] = [];
+    for (const envelope of envelopes) {
+      // parseAll read it whole for this tier.
+      const plaintext = keys.openNow(envelope as Envelope);
+      if (!plaintext) return undefined;
+      values.push(plaintextValue(plaintext));
+      wipe(plaintext);
+    }
+    return values;
   }
 
   /** The high-tier items of a body now, or undefined when a DEK is not cached or must be wrapped. */
@@ -742,7 +755,7 @@ export function createKos(options: KosOptions): Kos {
     },
 
     deliverNow(request, identity, decision, response) {
-      if (audit || decision.tier === 'low' || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
+      if (audit || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
       const snapshot = takeSnapshot(response);
       if (snapshot instanceof Error) return undefined;
       const slots = snapshot?.slots;
@@ -760,9 +773,11 @@ export function createKos(options: KosOptions): Kos {
         if (access.peekAllowed?.(decision.clientId, kid) !== true) return undefined;
       }
       const items =
-        decision.tier === 'high'
-          ? highItemsNow(slots, envelopes, identity)
-          : mediumItemsNow(slots, envelopes, request, identity, decision);
+        decision.tier === 'low'
+          ? lowValuesNow(envelopes)
+          : decision.tier === 'high'
+            ? highItemsNow(slots, envelopes, identity)
+            : mediumItemsNow(slots, envelopes, request, identity, decision);
       if (!items) return undefined;
       metrics.keyRelease(decision.tier);
       return {

@@ -165,6 +165,8 @@ export class KeyManager {
   readonly #lockTtlMs: number;
   readonly #lockWaitMs: number;
   readonly #keyRecordTtlMs: number;
+  /** Whether the crypto provider opened synchronously so far (openNow is tried only then). */
+  #openIsSync = true;
   readonly #shareTimeoutMs: number;
   readonly #hedgeAfterMs: number;
   /** The size limit for every envelope this manager reads. */
@@ -450,7 +452,7 @@ export class KeyManager {
     const dek = await this.#dek(kid, version);
     // A hot record is opened again and again: its key commitment, once verified under this
     // version's DEK (named by its key-check value), is remembered rather than recomputed.
-    const commitmentKey = `${version.kcv}\u0000${toBase64url(envelope.header.nonce)}\u0000${toBase64url(envelope.header.kc)}`;
+    const commitmentKey = KeyManager.#commitmentKey(version, envelope);
     const verified = this.#verifiedCommitments.has(commitmentKey);
     try {
       const plaintext = await openWithKeyUsing(
@@ -464,6 +466,39 @@ export class KeyManager {
     } finally {
       wipe(dek);
     }
+  }
+
+  /**
+   * What `open` would return for a parsed envelope, without waiting, when everything is at hand:
+   * the key record cached and the version allowed to decrypt with this algorithm, its DEK cached,
+   * this envelope's key commitment verified before, and a synchronous AEAD (node:crypto).
+   * Undefined otherwise — also when decryption fails: `open` then answers, or throws the error.
+   */
+  openNow(envelope: Envelope): Uint8Array | undefined {
+    if (!this.#openIsSync) return undefined;
+    const { kid, ver, alg } = envelope.header;
+    const version = this.#cachedDecryptableVersion(kid, ver);
+    if (!version || version.alg !== alg) return undefined;
+    if (!this.#verifiedCommitments.has(KeyManager.#commitmentKey(version, envelope))) return undefined;
+    const dek = this.#cache.get(kid, ver);
+    if (!dek) return undefined;
+    this.#metrics.dekCache(true);
+    try {
+      const plaintext = openWithKeyUsing({ crypto: this.#crypto, key: dek, envelope }, undefined, true);
+      if (plaintext instanceof Uint8Array) return plaintext;
+      // An asynchronous AEAD: never asked again (its plaintext is wiped when it arrives).
+      this.#openIsSync = false;
+      plaintext.then(wipe, () => undefined);
+      return undefined;
+    } catch {
+      return undefined;
+    } finally {
+      wipe(dek);
+    }
+  }
+
+  static #commitmentKey(version: KeyVersionRecord, envelope: Envelope): string {
+    return `${version.kcv}\u0000${toBase64url(envelope.header.nonce)}\u0000${toBase64url(envelope.header.kc)}`;
   }
 
   /** Re-encrypts an envelope under the primary version of its key. */
@@ -646,14 +681,19 @@ export class KeyManager {
    * `getDek`, which reads, rebuilds or throws). The caller must wipe the copy when done.
    */
   peekDek(kid: string, version: number): Uint8Array | undefined {
+    if (!this.#cachedDecryptableVersion(kid, version)) return undefined;
+    const dek = this.#cache.get(kid, version);
+    if (dek) this.#metrics.dekCache(true);
+    return dek;
+  }
+
+  /** A version that may decrypt, from a key record cached within its TTL; undefined otherwise. */
+  #cachedDecryptableVersion(kid: string, version: number): KeyVersionRecord | undefined {
     const cached = this.#records.get(kid);
     if (!cached || this.#clock() - cached.readAt >= this.#keyRecordTtlMs) return undefined;
     const record = cached.value.value;
     const entry = record.versions.find((v) => v.version === version);
-    if (!entry || !mayDecrypt(record, entry)) return undefined;
-    const dek = this.#cache.get(kid, version);
-    if (dek) this.#metrics.dekCache(true);
-    return dek;
+    return entry && mayDecrypt(record, entry) ? entry : undefined;
   }
 
   /** A version that may decrypt (cached record); ERR_KEY_VERSION_RETIRED / _DESTROYED / _NOT_FOUND otherwise. */
