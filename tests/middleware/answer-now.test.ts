@@ -96,6 +96,39 @@ describe('answering without waiting (decideNow, deliverNow)', () => {
     return { admitted, full, now, delivered, request };
   }
 
+  it('a configuration takes access.cacheMs (default 0: nothing remembered) and refuses a bad one', async () => {
+    const configured = async (access: object) =>
+      createKosRuntime({
+        config: {
+          issuer: 'https://kos.test',
+          signingKey: (await generateKeyPair('EdDSA', { extractable: true })).privateKey,
+          identity: {
+            key: await exportJWK((await generateKeyPair('EdDSA')).publicKey),
+            algorithms: ['EdDSA'],
+            issuer: ISSUER,
+            audience: AUDIENCE,
+          },
+          metadata: createMemoryMetadataStore(),
+          nodes: Array.from({ length: 5 }, (_, i) => {
+            const store = createMemoryShareStore({ nodeId: `node-${i + 1}` });
+            return { nodeId: store.nodeId, store, publicUrl: `https://kms.test/${store.nodeId}` };
+          }),
+          access,
+        },
+      });
+    for (const [access, remembered] of [
+      [{ defaultDeny: true }, undefined],
+      [{ defaultDeny: true, cacheMs: 500 }, true],
+    ] as const) {
+      const built = await configured(access);
+      await built.access.grant('alice', 'records');
+      expect(await built.access.isAllowed('alice', 'records')).toBe(true);
+      expect(built.access.peekAllowed?.('alice', 'records')).toBe(remembered);
+      await built.close();
+    }
+    await expect(configured({ cacheMs: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTIONS' });
+  });
+
   it('decideNow knows nothing of a token before it was verified, then answers what decide answered', async () => {
     const bearer = await token('alice', 95);
     expect(kos.decideNow(requestWith(bearer))).toBeUndefined();

@@ -472,6 +472,7 @@ export async function createKosRuntime(options: KosRuntimeOptions = {}): Promise
         : createAccessControl({
             metadata,
             defaultDeny: (config.access as { defaultDeny?: boolean })?.defaultDeny ?? true,
+            cacheMs: (config.access as { cacheMs?: number })?.cacheMs ?? 0,
           });
     const kos = createKos({
       keys,

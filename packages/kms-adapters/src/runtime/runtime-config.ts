@@ -102,8 +102,13 @@ export interface KosRuntimeConfig {
   /** The KMS nodes (at least as many as the largest n). Required. */
   readonly nodes?: readonly NodeConfig[];
   readonly tiers?: TierPolicyOptions;
-  /** Access rights: an AccessControl, or whether unknown clients are denied (default true in production). */
-  readonly access?: AccessControl | { readonly defaultDeny?: boolean };
+  /**
+   * Access rights: an AccessControl, or its options — whether unknown clients are denied
+   * (default true in production) and `cacheMs` (default 0), how long each client's access
+   * record is remembered: warm requests are then answered without waiting, and revocations
+   * made elsewhere (another instance, the CLI) apply within it.
+   */
+  readonly access?: AccessControl | { readonly defaultDeny?: boolean; readonly cacheMs?: number };
   readonly systemShares?: { readonly n: number; readonly k: number };
   /** Create a key on the first seal that names it (default: true only in the embedded default). */
   readonly autoCreateKeys?: boolean;
