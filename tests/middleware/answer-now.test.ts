@@ -129,6 +129,47 @@ describe('answering without waiting (decideNow, deliverNow)', () => {
     await expect(configured({ cacheMs: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTIONS' });
   });
 
+  it('never throws: a custom identity source or access control that fails is left to the full path', async () => {
+    const metadata = createMemoryMetadataStore();
+    const access = createAccessControl({ metadata });
+    await access.grant('alice', '*');
+    const failing = await createKosRuntime({
+      config: {
+        issuer: 'https://kos.test',
+        signingKey: (await generateKeyPair('EdDSA', { extractable: true })).privateKey,
+        identity: {
+          identify: async () => ({ clientId: 'alice', score: 95 }),
+          peek: () => {
+            throw new Error('identity store down');
+          },
+        },
+        metadata,
+        nodes: Array.from({ length: 5 }, (_, i) => {
+          const store = createMemoryShareStore({ nodeId: `node-${i + 1}` });
+          return { nodeId: store.nodeId, store, publicUrl: `https://kms.test/${store.nodeId}` };
+        }),
+        access: {
+          ...access,
+          peekAllowed: () => {
+            throw new Error('access store down');
+          },
+        },
+        autoCreateKeys: true,
+      },
+    });
+    try {
+      const sealed = await failing.kos.seal('records', { n: 1 }, { dataId: 'f1' });
+      const request = requestWith('anything');
+      expect(failing.kos.decideNow(request)).toBeUndefined();
+      const { identity, decision } = await failing.kos.decide(request);
+      const response = { status: 200, body: { data: sealed } };
+      expect((await failing.kos.deliver(request, identity, decision, response)).status).toBe(200);
+      expect(failing.kos.deliverNow(request, identity, decision, response)).toBeUndefined();
+    } finally {
+      await failing.close();
+    }
+  });
+
   it('decideNow knows nothing of a token before it was verified, then answers what decide answered', async () => {
     const bearer = await token('alice', 95);
     expect(kos.decideNow(requestWith(bearer))).toBeUndefined();

@@ -708,6 +708,52 @@ export function createKos(options: KosOptions): Kos {
     }
   }
 
+  /** `decideNow`'s answer (it may throw where `decide` would refuse: the caller takes that as undefined). */
+  function admissionNow(request: RequestLike): KosAdmission | undefined {
+    if (audit || !identitySource.peek) return undefined;
+    const identity = identitySource.peek(request);
+    if (!identity) return undefined;
+    const tierDecision = tiers.decide(identity.score);
+    if (tierDecision.tier !== 'medium' && !knownWithoutSets(identity.clientId)) return undefined;
+    metrics.decision(tierDecision.tier);
+    return { decision: { clientId: identity.clientId, ...tierDecision }, identity };
+  }
+
+  /** `deliverNow`'s answer (it may throw where `deliver` would answer an error: taken as undefined). */
+  function deliveryNow(
+    request: RequestLike,
+    identity: Identity,
+    decision: KosDecision,
+    response: KosRouteResponse,
+  ): KosHttpResponse | undefined {
+    if (audit || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
+    const snapshot = takeSnapshot(response);
+    if (snapshot instanceof Error) return undefined;
+    const slots = snapshot?.slots;
+    if (slots === undefined || slots.length === 0) return passedThrough(decision, response);
+    const envelopes = parseAll(
+      slots.map((slot) => slot.value),
+      decision.tier,
+    );
+    for (const kid of distinctKids(envelopes)) {
+      if (access.peekAllowed?.(decision.clientId, kid) !== true) return undefined;
+    }
+    const items =
+      decision.tier === 'low'
+        ? lowValuesNow(envelopes)
+        : decision.tier === 'high'
+          ? highItemsNow(slots, envelopes, identity)
+          : mediumItemsNow(slots, envelopes, request, identity, decision);
+    if (!items) return undefined;
+    metrics.keyRelease(decision.tier);
+    return {
+      status: response.status,
+      headers: shapedHeaders(decision.tier, JSON_TYPE),
+      body: fillSlots(snapshot as BodySnapshot, items),
+      transformed: true,
+    };
+  }
+
   const kos: Kos = {
     tiers,
     keys,
@@ -740,52 +786,20 @@ export function createKos(options: KosOptions): Kos {
     },
 
     decideNow(request) {
-      if (audit || !identitySource.peek) return undefined;
-      const identity = identitySource.peek(request);
-      if (!identity) return undefined;
-      let tierDecision: TierDecision;
       try {
-        tierDecision = tiers.decide(identity.score);
+        return admissionNow(request);
       } catch {
+        // A custom identity source or policy that throws: the full path answers (or names it).
         return undefined;
       }
-      if (tierDecision.tier !== 'medium' && !knownWithoutSets(identity.clientId)) return undefined;
-      metrics.decision(tierDecision.tier);
-      return { decision: { clientId: identity.clientId, ...tierDecision }, identity };
     },
 
     deliverNow(request, identity, decision, response) {
-      if (audit || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
-      const snapshot = takeSnapshot(response);
-      if (snapshot instanceof Error) return undefined;
-      const slots = snapshot?.slots;
-      if (slots === undefined || slots.length === 0) return passedThrough(decision, response);
-      let envelopes: ReadEnvelope[];
       try {
-        envelopes = parseAll(
-          slots.map((slot) => slot.value),
-          decision.tier,
-        );
+        return deliveryNow(request, identity, decision, response);
       } catch {
         return undefined;
       }
-      for (const kid of distinctKids(envelopes)) {
-        if (access.peekAllowed?.(decision.clientId, kid) !== true) return undefined;
-      }
-      const items =
-        decision.tier === 'low'
-          ? lowValuesNow(envelopes)
-          : decision.tier === 'high'
-            ? highItemsNow(slots, envelopes, identity)
-            : mediumItemsNow(slots, envelopes, request, identity, decision);
-      if (!items) return undefined;
-      metrics.keyRelease(decision.tier);
-      return {
-        status: response.status,
-        headers: shapedHeaders(decision.tier, JSON_TYPE),
-        body: fillSlots(snapshot as BodySnapshot, items),
-        transformed: true,
-      };
     },
 
     decisionHeaders(decision) {
