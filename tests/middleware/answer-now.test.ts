@@ -7,17 +7,18 @@ import {
   type Kos,
   type KosRouteResponse,
   type RequestLike,
+  type ShareStore,
 } from '@kos/core';
-import {
-  createKosRuntime,
-  createMemoryMetadataStore,
-  createMemoryShareStore,
-  type KosRuntime,
-} from '@kos/kms-adapters';
+import { createKosRuntime, createMemoryMetadataStore, type KosRuntime } from '@kos/kms-adapters';
 import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memoryNodes } from '../support/nodes.js';
 
 const ISSUER = 'https://idp.test';
+
+/** Runtime node entries for share stores, each at its own public URL. */
+const nodeConfigs = (stores: readonly ShareStore[]) =>
+  stores.map((store) => ({ nodeId: store.nodeId, store, publicUrl: `https://kms.test/${store.nodeId}` }));
 const AUDIENCE = 'records-api';
 
 /**
@@ -60,13 +61,13 @@ describe('answering without waiting (decideNow, deliverNow)', () => {
     const metadata = createMemoryMetadataStore();
     const access = createAccessControl({ metadata, cacheMs: 60_000 });
     for (const client of ['alice', 'bob', 'carol', 'dave', 'erin']) await access.grant(client, '*');
-    const stores = Array.from({ length: 5 }, (_, i) => createMemoryShareStore({ nodeId: `node-${i + 1}` }));
+    const stores = memoryNodes(5);
     const config = (audit: boolean) => ({
       issuer: 'https://kos.test',
       signingKey: signing.privateKey,
       identity: { key: identityJwk, algorithms: ['EdDSA'], issuer: ISSUER, audience: AUDIENCE },
       metadata,
-      nodes: stores.map((store) => ({ nodeId: store.nodeId, store, publicUrl: `https://kms.test/${store.nodeId}` })),
+      nodes: nodeConfigs(stores),
       access,
       tiers: { denyBelow: 10 },
       autoCreateKeys: true,
@@ -109,10 +110,7 @@ describe('answering without waiting (decideNow, deliverNow)', () => {
             audience: AUDIENCE,
           },
           metadata: createMemoryMetadataStore(),
-          nodes: Array.from({ length: 5 }, (_, i) => {
-            const store = createMemoryShareStore({ nodeId: `node-${i + 1}` });
-            return { nodeId: store.nodeId, store, publicUrl: `https://kms.test/${store.nodeId}` };
-          }),
+          nodes: nodeConfigs(memoryNodes(5)),
           access,
         },
       });
@@ -144,10 +142,7 @@ describe('answering without waiting (decideNow, deliverNow)', () => {
           },
         },
         metadata,
-        nodes: Array.from({ length: 5 }, (_, i) => {
-          const store = createMemoryShareStore({ nodeId: `node-${i + 1}` });
-          return { nodeId: store.nodeId, store, publicUrl: `https://kms.test/${store.nodeId}` };
-        }),
+        nodes: nodeConfigs(memoryNodes(5)),
         access: {
           ...access,
           peekAllowed: () => {
