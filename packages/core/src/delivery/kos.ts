@@ -384,13 +384,8 @@ export function createKos(options: KosOptions): Kos {
     return values;
   }
 
-  /** The high-tier items of a body now, or undefined when a DEK is not cached or must be wrapped. */
-  function highItemsNow(
-    slots: readonly BodySlot[],
-    envelopes: readonly ReadEnvelope[],
-    identity: Identity,
-  ): HighItem[] | undefined {
-    if (wrapsDek(identity)) return undefined;
+  /** The high-tier items of a body now (DEKs unwrapped), or undefined when a DEK is not cached. */
+  function highItemsNow(slots: readonly BodySlot[], envelopes: readonly ReadEnvelope[]): HighItem[] | undefined {
     const released = slots.length > 1 ? new Map<string, string>() : undefined;
     const items: HighItem[] = [];
     for (let i = 0; i < slots.length; i++) {
@@ -726,7 +721,13 @@ export function createKos(options: KosOptions): Kos {
     decision: KosDecision,
     response: KosRouteResponse,
   ): KosHttpResponse | undefined {
-    if (audit || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
+    // What never has an answer now, known before the body is read (so the full path does not
+    // read it a second time): no remembered access records, a DEK wrapped to the client's key
+    // (JWE), a bearer medium grant (signed per response).
+    if (audit || !access.peekAllowed || isBinaryEnvelope(response.body) || spansRecorded()) return undefined;
+    if (decision.tier === 'high' ? wrapsDek(identity) : decision.tier === 'medium' && !(bind && identity.publicJwk)) {
+      return undefined;
+    }
     const snapshot = takeSnapshot(response);
     if (snapshot instanceof Error) return undefined;
     const slots = snapshot?.slots;
@@ -742,7 +743,7 @@ export function createKos(options: KosOptions): Kos {
       decision.tier === 'low'
         ? lowValuesNow(envelopes)
         : decision.tier === 'high'
-          ? highItemsNow(slots, envelopes, identity)
+          ? highItemsNow(slots, envelopes)
           : mediumItemsNow(slots, envelopes, request, identity, decision);
     if (!items) return undefined;
     metrics.keyRelease(decision.tier);

@@ -30,7 +30,8 @@ export interface AccessControl {
   isAllowed(clientId: string, kid: string): Promise<boolean>;
   /**
    * What `isAllowed` would answer, without waiting, from a remembered access record (see
-   * `cacheMs`); undefined when none is remembered, or the ids are not valid.
+   * `cacheMs`); undefined when none is remembered, or the ids are not valid. Absent when
+   * nothing is ever remembered (`cacheMs` 0).
    */
   peekAllowed?(clientId: string, kid: string): boolean | undefined;
   /** Throws ERR_ACCESS_DENIED unless allowed. */
@@ -119,7 +120,7 @@ export function createAccessControl(options: AccessControlOptions): AccessContro
   }
 
   function peekAllowed(clientId: string, kid: string): boolean | undefined {
-    if (cacheMs === 0 || !isValidId(clientId) || !isValidId(kid)) return undefined;
+    if (!isValidId(clientId) || !isValidId(kid)) return undefined;
     const known = freshRecord(clientId);
     return known ? allows(known.record, kid) : undefined;
   }
@@ -129,7 +130,8 @@ export function createAccessControl(options: AccessControlOptions): AccessContro
     grant: (clientId, kid) => update(clientId, kid, true),
     revoke: (clientId, kid) => update(clientId, kid, false),
     isAllowed,
-    peekAllowed,
+    // Only when records are remembered: without it, callers know at once there is nothing to peek at.
+    ...(cacheMs > 0 ? { peekAllowed } : {}),
     async assertAllowed(clientId, kid) {
       if (!(await isAllowed(clientId, kid))) {
         throw new KosError('ERR_ACCESS_DENIED', 'client may not read this key');
