@@ -509,6 +509,23 @@ export function createKos(options: KosOptions): Kos {
     });
   }
 
+  /**
+   * A body's envelopes, read with all of parseAll's checks, with their distinct key ids;
+   * undefined for a body without any. Throws what the body or an envelope cannot be.
+   */
+  function readEnvelopes(
+    snapshot: BodySnapshot | Error | undefined,
+    tier: KosDecision['tier'],
+  ): { snapshot: BodySnapshot; slots: readonly BodySlot[]; envelopes: ReadEnvelope[]; kids: string[] } | undefined {
+    if (snapshot instanceof Error) throw snapshot;
+    if (snapshot === undefined || snapshot.slots.length === 0) return undefined;
+    const envelopes = parseAll(
+      snapshot.slots.map((slot) => slot.value),
+      tier,
+    );
+    return { snapshot, slots: snapshot.slots, envelopes, kids: distinctKids(envelopes) };
+  }
+
   async function shapeOne(
     original: unknown,
     envelope: ReadEnvelope,
@@ -647,14 +664,9 @@ export function createKos(options: KosOptions): Kos {
           transformed: true,
         };
       }
-      if (snapshot instanceof Error) throw snapshot;
-      const slots = snapshot?.slots;
-      if (slots === undefined || slots.length === 0) return passedThrough(decision, response);
-      const envelopes = parseAll(
-        slots.map((slot) => slot.value),
-        decision.tier,
-      );
-      const kids = distinctKids(envelopes);
+      const read = readEnvelopes(snapshot, decision.tier);
+      if (!read) return passedThrough(decision, response);
+      const { slots, envelopes, kids } = read;
       span.setAttribute('kos.kids', kids);
       span.setAttribute('kos.envelopes', envelopes.length);
       for (const kid of kids) await access.assertAllowed(decision.clientId, kid);
@@ -680,7 +692,7 @@ export function createKos(options: KosOptions): Kos {
                 shapeOne(slot.value, envelopes[i] as ReadEnvelope, request, identity, decision, memos),
               ),
             );
-      const body = fillSlots(snapshot as BodySnapshot, shaped);
+      const body = fillSlots(read.snapshot, shaped);
       await recordRelease(decision, kids, memos.medium);
       return {
         status: response.status,
@@ -729,14 +741,10 @@ export function createKos(options: KosOptions): Kos {
       return undefined;
     }
     const snapshot = takeSnapshot(response);
-    if (snapshot instanceof Error) return undefined;
-    const slots = snapshot?.slots;
-    if (slots === undefined || slots.length === 0) return passedThrough(decision, response);
-    const envelopes = parseAll(
-      slots.map((slot) => slot.value),
-      decision.tier,
-    );
-    for (const kid of distinctKids(envelopes)) {
+    const read = readEnvelopes(snapshot, decision.tier);
+    if (!read) return passedThrough(decision, response);
+    const { slots, envelopes, kids } = read;
+    for (const kid of kids) {
       if (access.peekAllowed?.(decision.clientId, kid) !== true) return undefined;
     }
     const items =
@@ -750,7 +758,7 @@ export function createKos(options: KosOptions): Kos {
     return {
       status: response.status,
       headers: shapedHeaders(decision.tier, JSON_TYPE),
-      body: fillSlots(snapshot as BodySnapshot, items),
+      body: fillSlots(read.snapshot, items),
       transformed: true,
     };
   }
