@@ -192,7 +192,9 @@ describe.each([
       return;
     }
     expect(res.headers['cache-control']).toBe('no-store');
-    expect(res.text).not.toMatch(/flu/);
+    // The record's JSON, quoted as it would be sent: a bare /flu/ also matches the random
+    // base64url of grants, ids and digests now and then (it failed about one run in ten).
+    expect(res.text).not.toMatch(/"diagnosis"|"flu"/);
     if (tier === 'high') {
       expect(res.body.data).toMatchObject({ kosTier: 'high', envelope: { kos: 1, kid: 'records' } });
       expect(res.body.data.dek).toMatch(/^[A-Za-z0-9_-]{43}$/);
