@@ -390,14 +390,15 @@ export function createKos(options: KosOptions): Kos {
     const items: HighItem[] = [];
     for (let i = 0; i < slots.length; i++) {
       const { kid, ver } = (envelopes[i] as ReadEnvelope).header;
-      const id = `${kid}\u0000${ver}`;
-      let dek = released?.get(id);
+      // Several envelopes: each key version released once (one envelope: no key to build).
+      const id = released && `${kid}\u0000${ver}`;
+      let dek = id === undefined ? undefined : released?.get(id);
       if (dek === undefined) {
         const bytes = keys.peekDek(kid, ver);
         if (!bytes) return undefined;
         dek = toBase64url(bytes);
         wipe(bytes);
-        released?.set(id, dek);
+        if (id !== undefined) released?.set(id, dek);
       }
       items.push(highItemOf((slots[i] as BodySlot).value, { dek }));
     }
